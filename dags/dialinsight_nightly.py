@@ -1,0 +1,120 @@
+"""
+### dialinsight_nightly
+
+Turns the configured dialogue sources into quality-gated instruction-tuning data
+(Dial-insight, arXiv 2403.09167) and publishes a versioned Parquet snapshot.
+
+**Tasks:** `ingest` → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards,
+serialised by the `llm_engine` pool so engines never exhaust memory) → `score` → `gate`
+(Great Expectations row + batch suites) → `publish`.
+
+**Outputs** (object store from `config/dialinsight.yaml`, `storage.uri`):
+`snapshots/ds=YYYY-MM-DD/run=<run_id>/{data,rejected,quarantined}/part-*.parquet`,
+`manifest.json`, `gx/*.json`; `snapshots/latest.json` moves only when every gate passed.
+A failing batch gate fails `gate` with the failed expectations and publishes nothing.
+
+**Params:** `max_dialogues` (0 = all), `sources` (empty = all configured), `engine`
+(`config`, `vllm` or `openai`), `engine_base_url` (for `openai`), `shards` (0 = config).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+from dialinsight_airflow.callbacks import on_task_failure
+
+from dialinsight_core.config import load_settings
+
+_cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
+
+default_args = {
+    "owner": "dialinsight",
+    "retries": _cfg.retries,
+    "retry_delay": timedelta(seconds=_cfg.retry_delay_s),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(seconds=_cfg.max_retry_delay_s),
+    "execution_timeout": timedelta(seconds=_cfg.task_timeout_s),
+    "on_failure_callback": on_task_failure,
+}
+
+
+def _ctx() -> Any:
+    from dialinsight_airflow.context import run_context
+
+    return run_context(get_current_context())
+
+
+@dag(
+    dag_id="dialinsight_nightly",
+    schedule=_cfg.schedule,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    doc_md=__doc__,
+    tags=["dialinsight", "nightly", "llm-labeling"],
+    params={
+        "max_dialogues": Param(0, type="integer", minimum=0, description="Dialogues to read per source; 0 = all."),
+        "sources": Param([], type="array", items={"type": "string"},
+                         description="Source names from the config; empty = all."),
+        "engine": Param("config", type="string", enum=["config", "vllm", "openai"],
+                        description="LLM engine; 'config' keeps engine.kind from the config file."),
+        "engine_base_url": Param("", type="string", description="OpenAI-compatible base URL when engine=openai."),
+        "shards": Param(0, type="integer", minimum=0, maximum=256, description="Label shards; 0 = config."),
+    },
+)
+def dialinsight_nightly() -> None:
+    @task
+    def ingest() -> dict[str, Any]:
+        from dialinsight_core.pipeline import run_ingest
+
+        return run_ingest(_ctx())
+
+    @task
+    def build_prompts(ingest_out: dict[str, Any]) -> dict[str, Any]:
+        from dialinsight_core.pipeline import run_build_prompts
+
+        return run_build_prompts(_ctx(), ingest_out)
+
+    @task
+    def plan_shards(prompts_out: dict[str, Any]) -> list[dict[str, Any]]:
+        """The bounded list of label shards (<= labeling.shards) to map over."""
+        return prompts_out["shards"]
+
+    @task(pool=_cfg.engine_pool, max_active_tis_per_dagrun=_cfg.engine_pool_slots)
+    def label(shard: dict[str, Any]) -> dict[str, Any]:
+        from dialinsight_core.pipeline import run_label_shard
+
+        return run_label_shard(_ctx(), shard)
+
+    @task
+    def score(ingest_out: dict[str, Any], prompts_out: dict[str, Any], label_outs: list[dict[str, Any]]) -> dict:
+        from dialinsight_core.pipeline import run_score
+
+        return run_score(_ctx(), ingest_out, prompts_out, list(label_outs))
+
+    @task
+    def gate(score_out: dict[str, Any]) -> dict[str, Any]:
+        from dialinsight_core.pipeline import run_gate
+
+        return run_gate(_ctx(), score_out)
+
+    @task
+    def publish(ingest_out: dict, prompts_out: dict, label_outs: list[dict], score_out: dict, gate_out: dict) -> dict:
+        from dialinsight_core.pipeline import check_conservation, run_publish
+
+        labels = list(label_outs)
+        check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
+        return run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
+
+    ing = ingest()
+    pr = build_prompts(ing)
+    labels = label.expand(shard=plan_shards(pr))
+    sc = score(ing, pr, labels)
+    gt = gate(sc)
+    publish(ing, pr, labels, sc, gt)
+
+
+dialinsight_nightly()

@@ -1,0 +1,259 @@
+"""One typed, validated configuration object: a YAML file plus environment overrides.
+
+Why one object: every threshold, path and engine knob lives here, so a run is fully described
+by its config hash (recorded in each snapshot manifest) and an invalid value fails before any
+work starts, with a message that names the offending key.
+
+Environment overrides use ``DIALINSIGHT__SECTION__KEY=value`` (double underscores separate the
+path; values are parsed as YAML scalars, so ``0.5``, ``true`` and ``[a, b]`` work).
+``DIALINSIGHT_CONFIG`` points at another YAML file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "dialinsight.yaml"
+ENV_PREFIX = "DIALINSIGHT__"
+MAX_SHARDS = 256
+# quality dimensions of the rule layer (dialinsight_core.quality.rules computes them)
+DIMENSIONS = ("schema_valid", "non_empty", "not_truncated", "length_ok", "lang_match", "repetition", "copy",
+              "grounding")
+
+
+class ConfigError(ValueError):
+    """Raised for an unreadable or invalid configuration; the message names the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Model):
+    uri: str = "file://var/objectstore"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return v
+
+
+class SourceSettings(_Model):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    adapter: Literal["star"] = "star"
+    uri: str
+    # STAR task name -> scene of the taxonomy
+    scene_map: dict[str, str] = Field(default_factory=dict)
+
+
+class IngestSettings(_Model):
+    max_dialogues: int = Field(default=0, ge=0)  # 0 = all
+    min_turns: int = Field(default=2, ge=1)
+    max_turns: int = Field(default=200, ge=2)
+    max_turn_chars: int = Field(default=4000, ge=10)
+
+
+class SceneSettings(_Model):
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+
+
+class TaxonomySettings(_Model):
+    scenes: dict[str, SceneSettings]
+    default_scene: str
+    roles: list[str] = Field(default_factory=lambda: ["agent", "customer"])
+
+    @model_validator(mode="after")
+    def _default_known(self) -> TaxonomySettings:
+        if self.default_scene not in self.scenes:
+            raise ValueError(f"default_scene {self.default_scene!r} is not one of scenes {sorted(self.scenes)}")
+        return self
+
+
+class TaskFamilySettings(_Model):
+    target_share: float = Field(gt=0, le=1)
+    output_schema_id: str
+    min_chars: int = Field(default=20, ge=0)
+    max_chars: int = Field(default=1500, ge=1)
+
+
+class PromptSettings(_Model):
+    library_path: str = "config/instructions/library.yaml"
+    output_schema_dir: str = "config/output_schemas"
+    instructions_per_dialogue: int = Field(default=2, ge=1, le=20)
+    variants: list[str] = Field(default_factory=lambda: ["plain", "numbered"])
+    max_dialogue_chars: int = Field(default=6000, ge=100)
+    scene_weight: float = Field(default=2.0, ge=1.0)  # boost for scene-specific instructions
+
+
+class EngineSettings(_Model):
+    kind: Literal["vllm", "openai"] = "vllm"
+    model: str = ".cache/models/smollm2-135m-instruct"
+    served_model_name: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(default=256, ge=1)
+    repetition_penalty: float = Field(default=1.1, gt=0)
+    seed: int = 0
+    max_model_len: int = Field(default=2048, ge=256)
+    dtype: str = "bfloat16"
+    cpu_kvcache_gib: int = Field(default=1, ge=1)
+    cpu_threads_bind: str = "auto"
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    max_concurrency: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> EngineSettings:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("kind 'openai' needs base_url")
+        return self
+
+
+class LabelingSettings(_Model):
+    shards: int = Field(default=2, ge=1, le=MAX_SHARDS)
+    max_failure_rate: float = Field(default=0.5, ge=0, le=1)
+
+
+class QualitySettings(_Model):
+    weights: dict[str, float]
+    overall_min: float = Field(default=0.6, ge=0, le=1)
+    repetition_min: float = Field(default=0.5, ge=0, le=1)
+    copy_min: float = Field(default=0.3, ge=0, le=1)
+    grounding_min: float = Field(default=0.6, ge=0, le=1)
+    shingle_size: int = Field(default=4, ge=2)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DIMENSIONS))
+        if unknown:
+            raise ValueError(f"unknown dimensions {unknown}; known: {list(DIMENSIONS)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        return v
+
+
+class GateSettings(_Model):
+    min_accept_rate: float = Field(default=0.2, ge=0, le=1)
+    min_mean_overall: float = Field(default=0.5, ge=0, le=1)
+    min_rows: int = Field(default=1, ge=0)
+    suite_version: str = "1"
+
+
+class AirflowSettings(_Model):
+    schedule: str = "0 2 * * *"
+    retries: int = Field(default=2, ge=0)
+    retry_delay_s: int = Field(default=60, ge=0)
+    max_retry_delay_s: int = Field(default=900, ge=0)
+    engine_pool: str = "llm_engine"
+    engine_pool_slots: int = Field(default=1, ge=1)
+    task_timeout_s: int = Field(default=3600, ge=60)
+
+
+class Settings(_Model):
+    seed: int = 20240314
+    storage: StorageSettings = StorageSettings()
+    sources: list[SourceSettings]
+    ingest: IngestSettings = IngestSettings()
+    taxonomy: TaxonomySettings
+    task_families: dict[str, TaskFamilySettings]
+    prompts: PromptSettings = PromptSettings()
+    engine: EngineSettings = EngineSettings()
+    labeling: LabelingSettings = LabelingSettings()
+    quality: QualitySettings
+    gates: GateSettings = GateSettings()
+    airflow: AirflowSettings = AirflowSettings()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        total = sum(f.target_share for f in self.task_families.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"task_families target_share values must sum to 1 (got {total:.4f})")
+        for src in self.sources:
+            bad = sorted(set(src.scene_map.values()) - set(self.taxonomy.scenes))
+            if bad:
+                raise ValueError(f"sources[{src.name}].scene_map names unknown scenes {bad}")
+        if not self.sources:
+            raise ValueError("sources must not be empty")
+        return self
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in the config are relative to the project root."""
+        p = Path(value)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """Apply dotted-path overrides (e.g. from Airflow Params) and re-validate."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            _set_path(data, dotted.split("."), value)
+        return _validate(data, source="overrides")
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX):
+            path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+            if path:
+                _set_path(out, path, yaml.safe_load(raw) if raw != "" else None)
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _validate(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError(f"invalid dialinsight config ({source}):\n" + "\n".join(lines)) from None
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load the YAML file (default ``config/dialinsight.yaml``) and apply env overrides."""
+    env = dict(os.environ if environ is None else environ)
+    cfg_path = Path(path or env.get("DIALINSIGHT_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read dialinsight config {cfg_path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"dialinsight config {cfg_path} must be a mapping at the top level")
+    return _validate(_deep_merge(data, _env_overrides(env)), source=str(cfg_path))

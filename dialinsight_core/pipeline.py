@@ -1,0 +1,280 @@
+"""Stage runners: each reads its inputs from the object store, runs one core stage, writes its
+outputs (and quarantine) back, and returns a small JSON-able summary.
+
+This is the seam the Airflow tasks call (their XComs are these summaries, never data) and the
+CLI (`python -m dialinsight_core`) uses without Airflow. Every runner is idempotent for a given
+(ds, run_id): it rewrites the same keys with the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from dialinsight_core import __version__, schemas
+from dialinsight_core.config import PROJECT_ROOT, Settings
+from dialinsight_core.storage import LATEST_KEY, ObjectStore, RunPaths, store_from_settings
+
+if TYPE_CHECKING:
+    from dialinsight_core.inference import Engine
+
+
+class BatchGateFailed(RuntimeError):
+    """The batch gate rejected the run; nothing was published."""
+
+
+class TooManyFailures(RuntimeError):
+    """A label shard failed more requests than ``labeling.max_failure_rate`` allows."""
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    ds: str
+    run_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return store_from_settings(self.settings)
+
+    @cached_property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.ds, self.run_id)
+
+    def key(self, name: str) -> str:
+        return f"{self.paths.work}/{name}"
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5, check=False).stdout.strip()
+    except OSError:
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def _write_stage(ctx: RunContext, stage: str, tables: dict[str, pa.Table], stats: dict[str, Any]) -> dict[str, Any]:
+    keys = {}
+    for name, tbl in tables.items():
+        key = ctx.key(f"{stage}/{name}.parquet")
+        ctx.store.write_table(key, tbl)
+        keys[name] = key
+    ctx.store.write_json(ctx.key(f"{stage}/stats.json"), stats)
+    return {"keys": keys, "stats": stats}
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+
+def run_ingest(ctx: RunContext) -> dict[str, Any]:
+    from dialinsight_core.ingest import ingest
+
+    res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
+                 sources=ctx.params.get("sources") or None)
+    return _write_stage(ctx, "ingest", {"turns": res.turns, "dialogues": res.dialogues,
+                                        "quarantined": res.quarantined}, res.stats)
+
+
+def run_build_prompts(ctx: RunContext, ingest_out: dict[str, Any]) -> dict[str, Any]:
+    from dialinsight_core.instructions import load_library, load_output_schemas
+    from dialinsight_core.prompts import build_prompts, shard_prompts
+
+    k = ingest_out["keys"]
+    library = load_library(ctx.settings)
+    res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES),
+                        ctx.store.read_table(k["turns"], schemas.TURNS), library,
+                        load_output_schemas(ctx.settings), ctx.settings, ctx.ds)
+    out = _write_stage(ctx, "prompts", {"prompts": res.prompts, "quarantined": res.quarantined,
+                                        "instructions": library}, res.stats)
+    shards = []
+    for i, shard in enumerate(shard_prompts(res.prompts, ctx.settings.labeling.shards)):
+        key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet")
+        ctx.store.write_table(key, shard)
+        shards.append({"shard": i, "key": key, "n": shard.num_rows})
+    out["shards"] = shards
+    return out
+
+
+def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | None = None) -> dict[str, Any]:
+    """Label one shard; builds (and closes) its own engine unless one is passed in."""
+    from dialinsight_core.inference import label_prompts, make_engine
+    from dialinsight_core.instructions import load_output_schemas
+
+    prompts = ctx.store.read_table(shard["key"], schemas.PROMPTS)
+    own = engine is None
+    engine = make_engine(ctx.settings) if engine is None else engine
+    try:
+        res = label_prompts(prompts, engine, load_output_schemas(ctx.settings), ctx.settings)
+    finally:
+        if own:
+            engine.close()
+    n = res.stats["prompts_in"]
+    rate = res.stats["quarantined"] / n if n else 0.0
+    stage = f"label/shard-{shard['shard']:05d}"
+    out = _write_stage(ctx, stage, {"labels": res.labels, "quarantined": res.quarantined}, res.stats)
+    if rate > ctx.settings.labeling.max_failure_rate:
+        raise TooManyFailures(
+            f"shard {shard['shard']}: {res.stats['quarantined']}/{n} requests failed "
+            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}"
+        )
+    return out
+
+
+def run_score(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str, Any],
+              label_outs: list[dict[str, Any]]) -> dict[str, Any]:
+    from dialinsight_core.instructions import load_output_schemas
+    from dialinsight_core.quality.rules import score_labels
+
+    labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
+        if label_outs else schemas.table(schemas.LABELS, [])
+    scored = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
+                          ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
+                          load_output_schemas(ctx.settings), ctx.settings)
+    stats = {"labels_in": labels.num_rows, "scored": scored.num_rows, "layers": {"rules": scored.num_rows}}
+    if labels.num_rows != scored.num_rows:
+        raise AssertionError(f"score stage lost records: {stats}")
+    return _write_stage(ctx, "score", {"scored": scored}, stats)
+
+
+def run_gate(ctx: RunContext, score_out: dict[str, Any]) -> dict[str, Any]:
+    from dialinsight_core.quality.gates import apply_gates
+
+    res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings)
+    ctx.store.write_json(ctx.key("gate/gx/row_gate.json"), res.row_results)
+    ctx.store.write_json(ctx.key("gate/gx/batch_gate.json"), res.batch_results)
+    stats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
+    out = _write_stage(ctx, "gate", {"accepted": res.accepted, "rejected": res.rejected}, stats)
+    out["keys"]["gx_row"] = ctx.key("gate/gx/row_gate.json")
+    out["keys"]["gx_batch"] = ctx.key("gate/gx/batch_gate.json")
+    if not res.batch_success:
+        raise BatchGateFailed(
+            "batch gate failed, nothing published. Failed expectations:\n  - "
+            + "\n  - ".join(res.failed_batch_expectations)
+            + f"\nevidence: {ctx.store.url(out['keys']['gx_batch'])}"
+        )
+    return out
+
+
+def _collect_quarantine(ctx: RunContext, outs: list[dict[str, Any]]) -> pa.Table:
+    tables = [ctx.store.read_table(o["keys"]["quarantined"], schemas.QUARANTINED) for o in outs
+              if "quarantined" in o["keys"]]
+    return pa.concat_tables(tables) if tables else schemas.table(schemas.QUARANTINED, [])
+
+
+def run_publish(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str, Any],
+                label_outs: list[dict[str, Any]], score_out: dict[str, Any], gate_out: dict[str, Any]) -> dict[str, Any]:
+    """Write the immutable snapshot, then move ``latest.json`` (gates have passed to get here)."""
+    store, snap = ctx.store, ctx.paths.snapshot
+    accepted = store.read_table(gate_out["keys"]["accepted"], schemas.SCORED)
+    rejected = store.read_table(gate_out["keys"]["rejected"], schemas.REJECTED)
+    quarantined = _collect_quarantine(ctx, [ingest_out, prompts_out, *label_outs])
+    lineage = {
+        "snapshot_id": ctx.paths.snapshot_id,
+        "gate_suite_version": ctx.settings.gates.suite_version,
+        "config_hash": ctx.settings.config_hash(),
+        "code_version": code_version(),
+    }
+    n = accepted.num_rows
+    for name, value in lineage.items():
+        accepted = accepted.append_column(name, pa.array([value] * n, type=pa.string()))
+    accepted = accepted.sort_by("prompt_id")
+    manifest_key = f"{snap}/manifest.json"
+    if store.exists(manifest_key):  # the manifest is the commit marker of a snapshot
+        existing = store.read_json(manifest_key)
+        if existing.get("record_ids_sha256") == _ids_digest(accepted):
+            return {"snapshot_uri": existing["uri"], "counts": existing["counts"], "already_published": True}
+        raise FileExistsError(f"snapshot {store.url(snap)} is already published with other records (immutable)")
+    # data files may exist from a publish that died before its manifest: rewrite them
+    store.write_table(f"{snap}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
+    store.write_table(f"{snap}/rejected/part-00000.parquet", rejected.sort_by("prompt_id"))
+    store.write_table(f"{snap}/quarantined/part-00000.parquet", quarantined.sort_by("record_id"))
+    for name in ("gx_row", "gx_batch"):
+        store.write_bytes(f"{snap}/gx/{name.removeprefix('gx_')}_gate.json", store.read_bytes(gate_out["keys"][name]))
+    counts = {
+        "dialogues_read": ingest_out["stats"]["files_read"],
+        "prompts": prompts_out["stats"]["prompts"],
+        "accepted": accepted.num_rows,
+        "rejected": rejected.num_rows,
+        "quarantined": quarantined.num_rows,
+        "quarantined_by_stage": {
+            "ingest": ingest_out["stats"]["quarantined"],
+            "prompts": prompts_out["stats"]["quarantined"],
+            "label": sum(o["stats"]["quarantined"] for o in label_outs),
+        },
+    }
+    manifest = {
+        **lineage,
+        "record_ids_sha256": _ids_digest(accepted),
+        "ds": ctx.ds,
+        "run_id": ctx.run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "uri": store.url(snap),
+        "params": ctx.params,
+        "counts": counts,
+        "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
+                   "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
+        "engine": {"kind": ctx.settings.engine.kind, "model": ctx.settings.engine.model},
+        "library_version": sorted(set(accepted.column("library_version").to_pylist())) if n else [],
+        "gx": {"suite_version": ctx.settings.gates.suite_version, "row_gate": "gx/row_gate.json",
+               "batch_gate": "gx/batch_gate.json", "batch_gate_success": gate_out["stats"]["batch_gate_success"]},
+        "files": {"data": ["data/part-00000.parquet"], "rejected": ["rejected/part-00000.parquet"],
+                  "quarantined": ["quarantined/part-00000.parquet"]},
+    }
+    store.write_json(manifest_key, manifest, overwrite=False)
+    previous = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else None
+    store.write_json(LATEST_KEY, {"snapshot_id": ctx.paths.snapshot_id, "uri": store.url(snap),
+                                  "manifest": f"{snap}/manifest.json", "ds": ctx.ds,
+                                  "previous": previous.get("snapshot_id") if previous else None})
+    return {"snapshot_uri": store.url(snap), "counts": counts}
+
+
+def _ids_digest(accepted: pa.Table) -> str:
+    ids = sorted(accepted.column("prompt_id").to_pylist())
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def check_conservation(ingest_out: dict[str, Any], prompts_out: dict[str, Any], label_outs: list[dict[str, Any]],
+                       score_out: dict[str, Any], gate_out: dict[str, Any]) -> None:
+    """records in = accepted + rejected + quarantined, per stage (raises on any loss)."""
+    i, p, g = ingest_out["stats"], prompts_out["stats"], gate_out["stats"]
+    labeled = sum(o["stats"]["labeled"] for o in label_outs)
+    label_q = sum(o["stats"]["quarantined"] for o in label_outs)
+    checks = {
+        "ingest": i["files_read"] == i["dialogues_kept"] + i["quarantined"],
+        "prompts": p["dialogues_in"] == p["dialogues_prompted"] + p["quarantined"],
+        "label": p["prompts"] == labeled + label_q,
+        "score": score_out["stats"]["labels_in"] == score_out["stats"]["scored"] == labeled,
+        "gate": g["scored_in"] == g["accepted"] + g["rejected"],
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise AssertionError(f"conservation broken at {bad}: " + json.dumps(
+            {"ingest": i, "prompts": p, "gate": g, "labeled": labeled, "label_quarantined": label_q}))
+
+
+def run_all(ctx: RunContext) -> dict[str, Any]:
+    """Whole pipeline in one process (CLI, tests, benchmarks); Airflow runs the same steps as tasks."""
+    ing = run_ingest(ctx)
+    pr = run_build_prompts(ctx, ing)
+    labels: list[dict[str, Any]] = []
+    if pr["stats"]["prompts"]:
+        from dialinsight_core.inference import make_engine
+
+        engine = make_engine(ctx.settings)  # one engine for all shards in this process
+        try:
+            labels = [run_label_shard(ctx, s, engine) for s in pr["shards"]]
+        finally:
+            engine.close()
+    sc = run_score(ctx, ing, pr, labels)
+    gt = run_gate(ctx, sc)
+    check_conservation(ing, pr, labels, sc, gt)
+    return run_publish(ctx, ing, pr, labels, sc, gt)

@@ -1,0 +1,163 @@
+"""Prompt construction with seeded, weighted instruction sampling (DESIGN.md sections 1.5-1.6).
+
+A prompt is system role + dialogue + one instruction + output constraints, rendered from
+template files. The dialogue comes first and is rendered identically for every instruction and
+variant, so all prompts about one dialogue share a prefix that vLLM's prefix cache reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from dialinsight_core import schemas
+from dialinsight_core.config import Settings
+
+STAGE = "prompts"
+TEMPLATE_ID = "chat-v1"
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+ROLE_NAMES = {"en": {"agent": "Agent", "customer": "Customer"}, "zh": {"agent": "经纪人", "customer": "客户"}}
+
+
+@dataclass
+class PromptResult:
+    prompts: pa.Table
+    quarantined: pa.Table
+    stats: dict[str, Any]
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefined, keep_trailing_newline=False,
+                       autoescape=False)
+
+
+def stable_int(*parts: Any) -> int:
+    """A 63-bit integer from the parts; the same on every machine and Python run."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
+
+
+def stable_id(*parts: Any, n: int = 16) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:n]
+
+
+def schema_fields(schema: dict[str, Any]) -> list[str]:
+    return list(schema.get("properties", {}))
+
+
+def render_messages(
+    env: Environment, *, lang: str, scene: str, turns: list[dict[str, Any]], instruction: str, variant: str,
+    fields: list[str],
+) -> list[dict[str, str]]:
+    lang_key = "zh" if lang == "zh" else "en"
+    system = env.get_template("system.j2").render(lang=lang_key)
+    dialogue = env.get_template("dialogue.j2").render(lang=lang_key, scene=scene, turns=turns,
+                                                      role_names=ROLE_NAMES[lang_key])
+    ask = env.get_template(f"variant_{variant}.j2").render(lang=lang_key, instruction=instruction, fields=fields)
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"{dialogue}\n{ask}"}]
+
+
+def candidate_weights(instr: list[dict[str, Any]], scene: str, lang: str, settings: Settings) -> tuple[list[dict], np.ndarray]:
+    """Weights over task family x scene x role so the data matches target family shares.
+
+    Each family gets its target share, split over its candidate instructions; an instruction
+    written for this scene counts ``scene_weight`` times a generic one.
+    """
+    cands = [i for i in instr if i["scene"] in (scene, "*") and i["lang"] in (lang, "*") and i["status"] == "approved"]
+    if not cands:
+        return [], np.zeros(0)
+    raw = np.array([settings.prompts.scene_weight if c["scene"] == scene else 1.0 for c in cands])
+    fam_total: dict[str, float] = defaultdict(float)
+    for c, r in zip(cands, raw, strict=True):
+        fam_total[c["task_family"]] += r
+    present = {f: settings.task_families[f].target_share for f in fam_total}
+    norm = sum(present.values())
+    w = np.array([present[c["task_family"]] / norm * r / fam_total[c["task_family"]] for c, r in zip(cands, raw, strict=True)])
+    return cands, w / w.sum()
+
+
+def build_prompts(
+    dialogues: pa.Table, turns: pa.Table, library: pa.Table, output_schemas: dict[str, dict[str, Any]],
+    settings: Settings, ds: str,
+) -> PromptResult:
+    env = _env()
+    cfg = settings.prompts
+    instr = library.to_pylist()
+    by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in turns.to_pylist():
+        by_dialogue[t["dialogue_id"]].append(t)
+    rows: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    for d in dialogues.to_pylist():
+        did = d["dialogue_id"]
+        dturns = sorted(by_dialogue.get(did, []), key=lambda t: t["turn_idx"])
+        n_chars = sum(len(t["text"]) for t in dturns)
+        cands, weights = candidate_weights(instr, d["scene"], d["lang"], settings)
+        if not dturns:
+            quarantine.append(schemas.quarantine_row(did, d, STAGE, "no_turns", "dialogue has no turns in the turns table"))
+            continue
+        if n_chars > cfg.max_dialogue_chars:
+            quarantine.append(schemas.quarantine_row(
+                did, d, STAGE, "dialogue_too_long", f"{n_chars} chars > prompts.max_dialogue_chars={cfg.max_dialogue_chars}"))
+            continue
+        if not cands:
+            quarantine.append(schemas.quarantine_row(
+                did, d, STAGE, "no_instruction", f"no approved instruction for scene={d['scene']} lang={d['lang']}"))
+            continue
+        seed = stable_int(settings.seed, ds, did)
+        rng = np.random.default_rng(seed)
+        k = min(cfg.instructions_per_dialogue, len(cands))
+        picks = rng.choice(len(cands), size=k, replace=False, p=weights)
+        for pick in picks:
+            ins = cands[int(pick)]
+            variant = cfg.variants[int(rng.integers(len(cfg.variants)))]
+            schema = output_schemas[ins["output_schema_id"]]
+            messages = render_messages(env, lang=d["lang"], scene=d["scene"], turns=dturns, instruction=ins["text"],
+                                       variant=variant, fields=schema_fields(schema))
+            rows.append({
+                "prompt_id": stable_id(did, ins["instruction_id"], ins["library_version"], TEMPLATE_ID, variant),
+                "dialogue_id": did,
+                "instruction_id": ins["instruction_id"],
+                "task_family": ins["task_family"],
+                "scene": d["scene"],
+                "lang": d["lang"],
+                "output_schema_id": ins["output_schema_id"],
+                "template_id": TEMPLATE_ID,
+                "variant": variant,
+                "messages": json.dumps(messages, ensure_ascii=False),
+                "sampling_weight": float(weights[int(pick)]),
+                "seed": seed,
+                "library_version": ins["library_version"],
+                "turn_span": f"{dturns[0]['turn_idx']}-{dturns[-1]['turn_idx']}",
+            })
+    fam = Counter(r["task_family"] for r in rows)
+    n = max(len(rows), 1)
+    stats = {
+        "dialogues_in": dialogues.num_rows,
+        "dialogues_prompted": len({r["dialogue_id"] for r in rows}),
+        "prompts": len(rows),
+        "quarantined": len(quarantine),
+        "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
+        "family_share": {f: round(fam.get(f, 0) / n, 4) for f in settings.task_families},
+        "family_target": {f: v.target_share for f, v in settings.task_families.items()},
+    }
+    if stats["dialogues_in"] != stats["dialogues_prompted"] + len(quarantine):
+        raise AssertionError(f"prompt stage lost dialogues: {stats}")
+    return PromptResult(schemas.table(schemas.PROMPTS, rows), schemas.table(schemas.QUARANTINED, quarantine), stats)
+
+
+def shard_prompts(prompts: pa.Table, n_shards: int) -> list[pa.Table]:
+    """Split by dialogue so prompts sharing a dialogue prefix land in the same shard."""
+    n = max(1, min(n_shards, prompts.num_rows or 1))
+    ids = prompts.column("dialogue_id").to_pylist()
+    buckets: list[list[int]] = [[] for _ in range(n)]
+    for i, did in enumerate(ids):
+        buckets[stable_int(did) % n].append(i)
+    return [prompts.take(pa.array(b, type=pa.int64())) for b in buckets if b] or [prompts]

@@ -1,0 +1,180 @@
+"""Arrow schemas of every table that crosses a stage boundary (DESIGN.md section 3).
+
+Column names are the contract between stages, the gates and the published snapshot; each
+stage builds its output with ``table(SCHEMA, rows)`` so a missing or mistyped column fails at
+the stage that produced it, not three stages later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+TURNS = pa.schema(
+    [
+        ("dialogue_id", pa.string()),
+        ("source", pa.string()),
+        ("turn_idx", pa.int32()),
+        ("role", pa.string()),
+        ("text", pa.string()),
+        ("lang", pa.string()),
+        ("scene", pa.string()),
+        ("meta", pa.string()),  # JSON
+    ]
+)
+
+DIALOGUES = pa.schema(
+    [
+        ("dialogue_id", pa.string()),
+        ("source", pa.string()),
+        ("scene", pa.string()),
+        ("n_turns", pa.int32()),
+        ("lang", pa.string()),
+        ("pii_counts", pa.string()),  # JSON {type: count}
+        ("content_hash", pa.string()),
+        ("source_file", pa.string()),
+    ]
+)
+
+INSTRUCTIONS = pa.schema(
+    [
+        ("instruction_id", pa.string()),
+        ("task_family", pa.string()),
+        ("scene", pa.string()),
+        ("role_focus", pa.string()),
+        ("lang", pa.string()),
+        ("text", pa.string()),
+        ("output_schema_id", pa.string()),
+        ("origin", pa.string()),
+        ("parent_id", pa.string()),
+        ("operator", pa.string()),
+        ("round", pa.int32()),
+        ("status", pa.string()),
+        ("reviewer_note", pa.string()),
+        ("library_version", pa.string()),
+    ]
+)
+
+PROMPTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("dialogue_id", pa.string()),
+        ("instruction_id", pa.string()),
+        ("task_family", pa.string()),
+        ("scene", pa.string()),
+        ("lang", pa.string()),
+        ("output_schema_id", pa.string()),
+        ("template_id", pa.string()),
+        ("variant", pa.string()),
+        ("messages", pa.string()),  # JSON list of OpenAI chat messages
+        ("sampling_weight", pa.float64()),
+        ("seed", pa.int64()),
+        ("library_version", pa.string()),
+        ("turn_span", pa.string()),  # "first-last" turn_idx of the dialogue text in the prompt
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("output_text", pa.string()),
+        ("output_json", pa.string()),  # parsed JSON re-serialised, null when unparseable
+        ("model", pa.string()),
+        ("engine", pa.string()),
+        ("sampling_params_hash", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("latency_s", pa.float64()),
+        ("cache_hit", pa.bool_()),
+    ]
+)
+
+# scored = prompt context + labels + one column per dimension + aggregate
+SCORE_COLUMNS = [
+    ("q_schema_valid", pa.float64()),
+    ("q_non_empty", pa.float64()),
+    ("q_not_truncated", pa.float64()),
+    ("q_length_ok", pa.float64()),
+    ("q_lang_match", pa.float64()),
+    ("q_repetition", pa.float64()),
+    ("q_copy", pa.float64()),
+    ("q_grounding", pa.float64()),
+    ("overall_score", pa.float64()),
+    ("judge_rationale", pa.string()),
+    ("layers_run", pa.string()),
+]
+
+PROMPT_CONTEXT_COLUMNS = [
+    "dialogue_id",
+    "instruction_id",
+    "task_family",
+    "scene",
+    "lang",
+    "output_schema_id",
+    "template_id",
+    "variant",
+    "sampling_weight",
+    "seed",
+    "library_version",
+    "turn_span",
+]
+
+SCORED = pa.schema(
+    [LABELS.field("prompt_id")]
+    + [PROMPTS.field(c) for c in PROMPT_CONTEXT_COLUMNS]
+    + [f for f in LABELS if f.name != "prompt_id"]
+    + [pa.field(n, t) for n, t in SCORE_COLUMNS]
+)
+
+REASON_COLUMNS = [("stage", pa.string()), ("reason_code", pa.string()), ("reason_detail", pa.string())]
+
+# quarantine rows come from every stage, so the record itself travels as JSON
+QUARANTINED = pa.schema(
+    [("record_id", pa.string()), ("record", pa.string())] + [pa.field(n, t) for n, t in REASON_COLUMNS]
+)
+
+REJECTED = pa.schema(list(SCORED) + [pa.field(n, t) for n, t in REASON_COLUMNS])
+
+LINEAGE_COLUMNS = [
+    ("snapshot_id", pa.string()),
+    ("gate_suite_version", pa.string()),
+    ("config_hash", pa.string()),
+    ("code_version", pa.string()),
+]
+
+PUBLISHED = pa.schema(list(SCORED) + [pa.field(n, t) for n, t in LINEAGE_COLUMNS])
+
+
+def table(schema: pa.Schema, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build a table from row dicts; every schema column must be present in every row."""
+    rows = list(rows)
+    cols: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for i, row in enumerate(rows):
+        missing = [n for n in schema.names if n not in row]
+        if missing:
+            raise KeyError(f"row {i} lacks columns {missing}")
+        for name in schema.names:
+            cols[name].append(row[name])
+    return pa.table(cols, schema=schema)
+
+
+def conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``tbl`` to ``schema`` (extra columns dropped, missing ones fail)."""
+    missing = [n for n in schema.names if n not in tbl.column_names]
+    if missing:
+        raise KeyError(f"table lacks columns {missing}")
+    return tbl.select(schema.names).cast(schema)
+
+
+def quarantine_row(record_id: str, record: Any, stage: str, reason_code: str, reason_detail: str) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "record": json.dumps(record, ensure_ascii=False, default=str),
+        "stage": stage,
+        "reason_code": reason_code,
+        "reason_detail": reason_detail,
+    }

@@ -1,0 +1,337 @@
+"""Run the embedded-default Airflow 3 deployment on this machine, and the demo on top of it.
+
+    python scripts/local_airflow.py start   # api-server, scheduler, dag-processor, triggerer
+    python scripts/local_airflow.py demo    # start (if needed), trigger dialinsight_nightly, wait, summary
+    python scripts/local_airflow.py status
+    python scripts/local_airflow.py stop    # ends every process group it started
+
+Each component runs in its own process group (``setsid``) so ``stop`` ends it with all the
+children it spawned (``airflow standalone`` leaves children behind, see STACK.md). Everything
+lives under ``var/airflow`` (AIRFLOW_HOME, SQLite DB, logs, pids). The UI binds 127.0.0.1 on
+port 8080, or a free port when 8080 is taken; SimpleAuthManager keeps auth on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+DAG_ID = "dialinsight_nightly"
+
+
+def home() -> Path:
+    return Path(os.environ.get("DIALINSIGHT_AIRFLOW_HOME", ROOT / "var" / "airflow")).resolve()
+
+
+def state_file() -> Path:
+    return home() / "run" / "state.json"
+
+
+def load_state() -> dict[str, Any]:
+    try:
+        return json.loads(state_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def secrets_for(h: Path) -> dict[str, str]:
+    """JWT/API secrets shared by all components (each process would otherwise invent its own)."""
+    path = h / "secrets.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)}))
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def airflow_env(port: int, log_ports: tuple[int, int] | None = None) -> dict[str, str]:
+    h = home()
+    worker_log_port, trigger_log_port = log_ports or (free_port(0), free_port(0))
+    sec = secrets_for(h)
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(h),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # 2 cores: the default 32 spawns 32 workers
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__SECRET_KEY": sec["api"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt"],
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # log servers default to fixed ports 8793/8794: the machine is shared, take free ones
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_log_port),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_port),
+        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "GX_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine inside the task process (STACK.md)
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), str(ROOT / "plugins"), env.get("PYTHONPATH", "")) if p),
+    })
+    return env
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).parent / "airflow")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def init(env: dict[str, str]) -> None:
+    """Create/upgrade the DB and the engine pool (idempotent)."""
+    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    from dialinsight_core.config import load_settings
+
+    cfg = load_settings().airflow
+    subprocess.run([airflow_bin(), "pools", "set", cfg.engine_pool, str(cfg.engine_pool_slots),
+                    "LLM engines held at once (each holds GBs of memory)"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def api(port: int, method: str, path: str, body: Any = None, token: str | None = None, timeout: float = 10) -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def password() -> str:
+    path = home() / "simple_auth_manager_passwords.json.generated"
+    return json.loads(path.read_text())["admin"]
+
+
+def login(port: int) -> str:
+    return api(port, "POST", "/auth/token", {"username": "admin", "password": password()})["access_token"]
+
+
+def healthy(port: int) -> dict[str, Any] | None:
+    try:
+        health = api(port, "GET", "/api/v2/monitor/health", timeout=5)
+    except (urllib.error.URLError, OSError, json.JSONDecodeError):
+        return None
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return health if all((health.get(p) or {}).get("status") == "healthy" for p in parts) else None
+
+
+def running() -> bool:
+    st = load_state()
+    return bool(st) and all(group_alive(p) for p in st.get("pgids", {}).values())
+
+
+def start(timeout: float = 180) -> dict[str, Any]:
+    if running():
+        st = load_state()
+        print(f"already running: {st['url']}")
+        return st
+    stop(quiet=True)
+    port = free_port(int(os.environ.get("DIALINSIGHT_UI_PORT", "8080")))
+    env = airflow_env(port)
+    init(env)
+    logs = home() / "logs" / "components"
+    logs.mkdir(parents=True, exist_ok=True)
+    pgids: dict[str, int] = {}
+    for comp in COMPONENTS:
+        with open(logs / f"{comp}.log", "ab") as log:
+            proc = subprocess.Popen([airflow_bin(), *comp.split()], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+        pgids[comp] = proc.pid
+    st = {"port": port, "url": f"http://127.0.0.1:{port}", "pgids": pgids, "home": str(home())}
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text(json.dumps(st))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(port):
+            print(f"Airflow is up: {st['url']}  (login: admin / {password()})")
+            return st
+        dead = [c for c, p in pgids.items() if not pid_alive(p)]
+        if dead:
+            stop(quiet=True)
+            raise SystemExit(f"component(s) {dead} exited at start; see {logs}/<component>.log")
+        time.sleep(1)
+    stop(quiet=True)
+    raise SystemExit(f"Airflow not healthy after {timeout:.0f}s; see {logs}")
+
+
+def stop(quiet: bool = False, grace: float = 20) -> None:
+    st = load_state()
+    pgids = list(st.get("pgids", {}).values())
+    for pg in pgids:
+        if group_alive(pg):
+            os.killpg(pg, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(group_alive(pg) for pg in pgids):
+        time.sleep(0.5)
+    for pg in pgids:
+        if group_alive(pg):
+            os.killpg(pg, signal.SIGKILL)
+    if state_file().exists():
+        state_file().unlink()
+    if not quiet:
+        print(f"stopped {len(pgids)} component group(s)" if pgids else "nothing was running")
+
+
+def wait_for_dag(port: int, token: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api(port, "GET", f"/api/v2/dags/{DAG_ID}", token=token)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        errors = api(port, "GET", "/api/v2/importErrors", token=token)
+        mtime = (ROOT / "dags" / f"{DAG_ID}.py").stat().st_mtime
+        ours = [e for e in errors.get("import_errors", []) if DAG_ID in e.get("filename", "")
+                and datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() > mtime]
+        if ours:
+            raise SystemExit(f"{DAG_ID} failed to import:\n{ours[0]['stack_trace']}")
+        time.sleep(2)
+    errors = api(port, "GET", "/api/v2/importErrors", token=token)
+    raise SystemExit(f"{DAG_ID} not parsed after {timeout:.0f}s; import errors: {json.dumps(errors)[:2000]}")
+
+
+def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
+    api(port, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=token)
+    run = api(port, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}, token=token)
+    return run["dag_run_id"]
+
+
+def wait_run(port: int, run_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    token, last = login(port), ""
+    quoted = urllib.request.quote(run_id, safe="")
+    while time.monotonic() < deadline:
+        try:
+            run = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}", token=token)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                token = login(port)
+                continue
+            raise
+        tis = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances", token=token)
+        line = " ".join(f"{t['task_id']}{'' if t['map_index'] < 0 else '[' + str(t['map_index']) + ']'}="
+                        f"{t['state']}" for t in tis.get("task_instances", []))
+        if line != last:
+            print(f"  [{time.strftime('%H:%M:%S')}] {run['state']}: {line}", flush=True)
+            last = line
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(3)
+    raise SystemExit(f"run {run_id} not finished after {timeout:.0f}s")
+
+
+def summary(port: int, run: dict[str, Any]) -> None:
+    from dialinsight_core.config import load_settings
+    from dialinsight_core.storage import LATEST_KEY, store_from_settings
+
+    token = login(port)
+    quoted = urllib.request.quote(run["dag_run_id"], safe="")
+    xcom = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/publish/xcomEntries/return_value",
+               token=token)
+    result = xcom["value"] if isinstance(xcom.get("value"), dict) else json.loads(xcom["value"])
+    store = store_from_settings(load_settings())
+    latest = store.read_json(LATEST_KEY)
+    c = result["counts"]
+    print("\n=== dialinsight demo: run succeeded ===")
+    print(f"dag run        : {run['dag_run_id']} ({run['state']})")
+    print(f"dialogues read : {c['dialogues_read']}   prompts: {c['prompts']}")
+    print(f"accepted       : {c['accepted']}")
+    print(f"rejected       : {c['rejected']}")
+    print(f"quarantined    : {c['quarantined']}  {c['quarantined_by_stage']}")
+    print(f"snapshot       : {result['snapshot_uri']}")
+    print(f"latest.json    : {latest['snapshot_id']}")
+    print(f"UI             : http://127.0.0.1:{port}/dags/{DAG_ID}  (login: admin / {password()})")
+    print("stop with      : make stop")
+
+
+def demo(max_dialogues: int, timeout: float) -> None:
+    st = start()
+    port = st["port"]
+    token = login(port)
+    wait_for_dag(port, token)
+    run_id = trigger(port, token, {"max_dialogues": max_dialogues})
+    print(f"triggered {DAG_ID} run {run_id} (max_dialogues={max_dialogues}); UI: {st['url']}")
+    run = wait_run(port, run_id, timeout)
+    if run["state"] != "success":
+        raise SystemExit(f"run {run_id} {run['state']}: see {st['url']}/dags/{DAG_ID} and {home()}/logs")
+    summary(port, run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("start")
+    sub.add_parser("stop")
+    sub.add_parser("status")
+    d = sub.add_parser("demo")
+    d.add_argument("--max-dialogues", type=int, default=int(os.environ.get("DEMO_MAX_DIALOGUES", "12")))
+    d.add_argument("--timeout", type=float, default=1200)
+    args = parser.parse_args()
+    if args.cmd == "start":
+        start()
+    elif args.cmd == "stop":
+        stop()
+    elif args.cmd == "status":
+        st = load_state()
+        print(json.dumps({**st, "running": running(), "healthy": bool(st and healthy(st["port"]))}, indent=2))
+    else:
+        demo(args.max_dialogues, args.timeout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""A small OpenAI-compatible chat server for tests (a stand-in beside the real vLLM engine).
+
+It answers ``POST /v1/chat/completions`` with JSON that satisfies the requested
+``response_format`` schema, built from words of the dialogue in the prompt, and can inject the
+faults a real server shows: repetition loops, truncation, malformed JSON, HTTP 500, slow
+replies. Which behaviour a request gets is decided by ``plan(request_body) -> str``. It binds a
+free port on 127.0.0.1 and counts the requests it saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BEHAVIOURS = ("good", "repeat", "truncated", "malformed", "error500", "slow", "copy")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _dialogue_lines(user: str) -> list[str]:
+    lines = [ln.split(":", 1)[1].strip() for ln in user.splitlines() if re.match(r"^\S+: ", ln)]
+    lines += [ln.split("：", 1)[1].strip() for ln in user.splitlines() if "：" in ln and len(ln) < 200]
+    return [ln for ln in lines if ln]
+
+
+def _good_text(user: str, salt: str, zh: bool) -> str:
+    words = [w for w in re.findall(r"[A-Za-z]{4,}", user) if w.lower() not in {"dialogue", "agent", "customer"}]
+    h = int(hashlib.sha256((user + salt).encode()).hexdigest(), 16)
+    if zh:
+        chars = _CJK.findall(user) or ["房"]
+        picked = "".join(chars[(h >> i) % len(chars)] for i in range(4))
+        return f"客户关注{picked}等问题，经纪人给出了回应并确认了下一步安排。"
+    picked = ", ".join(sorted({words[(h >> (3 * i)) % len(words)].lower() for i in range(3)})) if words else "the flat"
+    return f"The customer and the agent discussed {picked}; the agent answered and agreed on the next step."
+
+
+def fill(schema: dict[str, Any], make_text: Callable[[str], str]) -> Any:
+    """A value that validates against the (simple) JSON schemas the platform uses."""
+    t = schema.get("type")
+    if t == "object":
+        props = schema.get("properties", {})
+        return {k: fill(v, lambda s, k=k: make_text(k + s)) for k, v in props.items()}
+    if t == "array":
+        n = max(schema.get("minItems", 1), 2 if schema.get("maxItems", 2) >= 2 else 1)
+        return [fill(schema.get("items", {"type": "string"}), lambda s, i=i: make_text(f"{s}{i}")) for i in range(n)]
+    if t == "integer":
+        return int(schema.get("minimum", 1)) + 2
+    if t == "number":
+        return 3.0
+    if t == "boolean":
+        return True
+    text = make_text("")
+    return text[: schema.get("maxLength", len(text))]
+
+
+def answer(body: dict[str, Any], behaviour: str) -> tuple[str, str]:
+    """(content, finish_reason) for a behaviour."""
+    user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {"type": "object"})
+    zh = len(_CJK.findall(user)) > 20
+    if behaviour == "malformed":
+        return '{"summary": "unterminated', "stop"
+    if behaviour == "repeat":
+        loop = ("客户 房子 " * 40) if zh else ("the apartment is nice " * 40)
+        return json.dumps(fill(schema, lambda s: loop), ensure_ascii=False), "stop"
+    if behaviour == "copy":
+        lines = _dialogue_lines(user)
+        copied = " ".join(lines)[:400] if lines else user[:400]
+        return json.dumps(fill(schema, lambda s: copied), ensure_ascii=False), "stop"
+    content = json.dumps(fill(schema, lambda s: _good_text(user, s, zh)), ensure_ascii=False)
+    if behaviour == "truncated":
+        return content[: len(content) // 2], "length"
+    return content, "stop"
+
+
+class FakeOpenAIServer:
+    def __init__(self, plan: Callable[[dict[str, Any]], str] | None = None, slow_s: float = 5.0):
+        self.plan = plan or (lambda body: "good")
+        self.slow_s = slow_s
+        self.requests: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                behaviour = server.plan(body)
+                with server._lock:
+                    server.requests[behaviour] += 1
+                    server.bodies.append(body)
+                if behaviour == "error500":
+                    self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
+                    return
+                if behaviour == "slow":
+                    time.sleep(server.slow_s)
+                content, finish = answer(body, behaviour)
+                prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+                self._send(200, {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": finish}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()),
+                              "total_tokens": prompt_tokens + len(content.split())},
+                })
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+
+def planted(share: float, bad: str = "repeat", salt: str = "") -> Callable[[dict[str, Any]], str]:
+    """Plan giving ``bad`` to a deterministic ``share`` of prompts (by prompt content hash)."""
+    def plan(body: dict[str, Any]) -> str:
+        text = json.dumps(body["messages"], sort_keys=True) + salt
+        return bad if int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share else "good"
+
+    return plan

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from dialinsight_core import schemas
+from dialinsight_core.ingest import ingest
+from dialinsight_core.instructions import load_library, load_output_schemas
+from dialinsight_core.prompts import build_prompts, shard_prompts
+from tests.conftest import FIXTURES
+
+
+def _build(s, ds="2026-11-25", n=20):
+    res = ingest(s, max_dialogues=n)
+    return build_prompts(res.dialogues, res.turns, load_library(s), load_output_schemas(s), s, ds), res
+
+
+def test_prompts_are_seeded_and_reproducible(settings):
+    a, _ = _build(settings)
+    b, _ = _build(settings)
+    assert a.prompts.equals(b.prompts)
+    c, _ = _build(settings, ds="2026-11-26")  # another night draws other instructions
+    assert a.prompts.column("prompt_id").to_pylist() != c.prompts.column("prompt_id").to_pylist()
+
+
+def test_dialogue_first_and_shared_prefix(settings):
+    res, ing = _build(settings, n=5)
+    assert res.stats["prompts"] == 5 * settings.prompts.instructions_per_dialogue
+    by_dialogue: dict[str, list[list[dict]]] = {}
+    for p in res.prompts.to_pylist():
+        by_dialogue.setdefault(p["dialogue_id"], []).append(json.loads(p["messages"]))
+    first_turn = {t["dialogue_id"]: t["text"] for t in ing.turns.to_pylist() if t["turn_idx"] == 0}
+    for did, msgs in by_dialogue.items():
+        users = [m[1]["content"] for m in msgs]
+        assert all(u.startswith("Dialogue (") for u in users)
+        assert users[0].index(first_turn[did]) < users[0].index("Instruction" if "Instruction:" in users[0] else "Task:")
+        cut = users[0].index("\n\n") if "\n\n" in users[0] else users[0].rindex("\n")
+        prefix = users[0][:cut]
+        assert all(u.startswith(prefix) for u in users)  # same dialogue text, instruction after it
+        assert len({m[0]["content"] for m in msgs}) == 1  # one system prompt
+
+
+def test_weighted_sampling_matches_target_shares(make_settings):
+    s = make_settings(DIALINSIGHT__PROMPTS__INSTRUCTIONS_PER_DIALOGUE="1")
+    res = ingest(s)  # all 334 sample dialogues
+    out = build_prompts(res.dialogues, res.turns, load_library(s), load_output_schemas(s), s, "2026-11-25")
+    shares = Counter(out.prompts.column("task_family").to_pylist())
+    n = out.prompts.num_rows
+    for fam, cfg in s.task_families.items():
+        assert abs(shares[fam] / n - cfg.target_share) < 0.07, (fam, shares[fam] / n)
+    assert out.stats["family_target"]["summarisation"] == 0.25
+
+
+def test_chinese_dialogues_get_chinese_instructions(make_settings):
+    s = make_settings(DIALINSIGHT__SOURCES=json.dumps([{"name": "zh", "uri": str(FIXTURES / "star_zh")}]))
+    out, _ = _build(s)
+    lib = {r["instruction_id"]: r for r in load_library(s).to_pylist()}
+    for p in out.prompts.to_pylist():
+        assert lib[p["instruction_id"]]["lang"] in ("zh", "*")
+        user = json.loads(p["messages"])[1]["content"]
+        assert user.startswith("对话") and "客户:" in user
+
+
+def test_unservable_dialogues_are_quarantined(make_settings):
+    s = make_settings(DIALINSIGHT__PROMPTS__MAX_DIALOGUE_CHARS="300")
+    out, ing = _build(s, n=10)
+    assert out.stats["quarantined"] > 0
+    assert set(out.quarantined.column("reason_code").to_pylist()) == {"dialogue_too_long"}
+    assert out.stats["dialogues_in"] == out.stats["dialogues_prompted"] + out.stats["quarantined"] == 10
+    # a dialogue whose language has no instruction
+    d = ing.dialogues.slice(0, 1).to_pylist()[0]
+    d["lang"] = "und"
+    res = build_prompts(schemas.table(schemas.DIALOGUES, [d]), ing.turns, load_library(s), load_output_schemas(s),
+                        make_settings(), "2026-11-25")
+    assert res.quarantined.column("reason_code").to_pylist() == ["no_instruction"]
+
+
+def test_shards_keep_dialogues_together_and_are_bounded(settings):
+    out, _ = _build(settings, n=30)
+    shards = shard_prompts(out.prompts, 4)
+    assert 1 <= len(shards) <= 4
+    assert sum(s.num_rows for s in shards) == out.prompts.num_rows
+    owners = {}
+    for i, sh in enumerate(shards):
+        for d in sh.column("dialogue_id").to_pylist():
+            assert owners.setdefault(d, i) == i
+    assert len(shard_prompts(out.prompts.slice(0, 1), 8)) == 1

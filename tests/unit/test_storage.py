@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from dialinsight_core.config import load_settings
+from dialinsight_core.storage import FileObjectStore, ObjectExistsError, RunPaths, open_store, safe_segment
+
+
+def _roundtrip(store):
+    tbl = pa.table({"a": [1, 2], "b": ["x", "中"]})
+    store.write_table("t/one.parquet", tbl)
+    assert store.read_table("t/one.parquet").equals(tbl)
+    store.write_json("t/m.json", {"k": "值"})
+    assert store.read_json("t/m.json") == {"k": "值"}
+    assert store.exists("t/m.json") and not store.exists("t/none.json")
+    assert store.list("t/") == ["t/m.json", "t/one.parquet"]
+    store.write_bytes("t/once", b"1", overwrite=False)
+    with pytest.raises(ObjectExistsError):
+        store.write_bytes("t/once", b"2", overwrite=False)
+    assert store.read_bytes("t/once") == b"1"
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes("t/missing")
+    with pytest.raises(ValueError):
+        store.read_bytes("../escape")
+
+
+def test_file_store(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    assert isinstance(store, FileObjectStore)
+    _roundtrip(store)
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temp files left behind
+
+
+def test_s3_store_against_s3_protocol_server(moto_s3, s3_bucket):
+    settings = load_settings(environ={"DIALINSIGHT__STORAGE__URI": f"s3://{s3_bucket}/pre/fix",
+                                      "DIALINSIGHT__STORAGE__S3_ENDPOINT_URL": moto_s3})
+    store = open_store(settings.storage.uri, settings)
+    _roundtrip(store)
+    assert store.url("a/b") == f"s3://{s3_bucket}/pre/fix/a/b"
+
+
+def test_run_paths_are_portable():
+    p = RunPaths("2026-11-25", "manual__2026-11-25T22:27:16.499727+00:00")
+    assert p.snapshot == "snapshots/ds=2026-11-25/run=manual__2026-11-25T22_27_16.499727_00_00"
+    assert p.work.startswith("work/ds=2026-11-25/")
+    assert safe_segment("::") == "run"

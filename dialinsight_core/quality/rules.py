@@ -107,8 +107,12 @@ def score_repetition(content: str, n: int = 3) -> float:
 
 
 def score_copy(content: str, dialogue_text: str, n: int) -> float:
-    """1 - share of the answer's long n-grams copied verbatim from the dialogue."""
-    grams = ngrams(tokens(content), n)
+    """1 - share of the answer's long n-grams copied verbatim from the dialogue.
+
+    n-grams are taken inside each line (one line per JSON value), so short quoted values in an
+    extraction answer do not count, while a pasted stretch of dialogue does.
+    """
+    grams = [g for line in content.splitlines() for g in ngrams(tokens(line), n)]
     if not grams:
         return 1.0
     source = set(ngrams(tokens(dialogue_text), n))

@@ -1,0 +1,77 @@
+"""The README's demo path with the real Airflow 3 scheduler (LocalExecutor) and the real CPU vLLM engine.
+
+STACK.md: an in-task vLLM engine works under ``airflow dags test`` but failed under the real
+scheduler until it ran in-process, so this path is tested through the scheduler itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _procs_with_home(home: Path) -> list[int]:
+    needle = f"AIRFLOW_HOME={home}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+def _api(port: int, path: str, token: str | None = None, body: dict | None = None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.timeout(1200)
+def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path):
+    home = tmp_path / "airflow"
+    env = dict(os.environ, DIALINSIGHT_AIRFLOW_HOME=str(home), DIALINSIGHT_UI_PORT="0",
+               DIALINSIGHT__STORAGE__URI=f"file://{tmp_path / 'store'}", DIALINSIGHT__INGEST__MAX_DIALOGUES="3",
+               DIALINSIGHT__LABELING__SHARDS="1", DIALINSIGHT__AIRFLOW__RETRIES="0",
+               DIALINSIGHT__ENGINE__MAX_TOKENS="128",
+               # a 6-record batch is too small for the accept-rate floor; row thresholds stay as configured
+               DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0.0", DIALINSIGHT__GATES__MIN_ROWS="0",
+               DIALINSIGHT__GATES__MIN_MEAN_OVERALL="0.0")
+    script = [sys.executable, str(ROOT / "scripts" / "local_airflow.py")]
+    try:
+        first = subprocess.run([*script, "demo", "--max-dialogues", "3", "--timeout", "600"], env=env,
+                               capture_output=True, text=True, timeout=900)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert "run succeeded" in first.stdout and "accepted" in first.stdout and "login: admin /" in first.stdout
+        state = json.loads((home / "run" / "state.json").read_text())
+        port = state["port"]
+        assert _api(port, "/api/v2/monitor/health")["scheduler"]["status"] == "healthy"
+        # re-running the demo on the running deployment works too
+        again = subprocess.run([*script, "demo", "--max-dialogues", "2", "--timeout", "600"], env=env,
+                               capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        token = _api(port, "/auth/token", body={"username": "admin", "password": password})["access_token"]
+        runs = _api(port, "/api/v2/dags/dialinsight_nightly/dagRuns", token)["dag_runs"]
+        manual = [r for r in runs if r["run_type"] == "manual"]
+        assert len(manual) == 2 and all(r["state"] == "success" for r in manual)
+        latest = json.loads((tmp_path / "store" / "snapshots" / "latest.json").read_text())
+        manifest = json.loads((tmp_path / "store" / latest["manifest"]).read_text())
+        assert manifest["engine"]["kind"] == "vllm" and manifest["counts"]["dialogues_read"] == 2
+    finally:
+        stop = subprocess.run([*script, "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert _procs_with_home(home) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -50,7 +50,7 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
 
     s3, bucket, srv = s3_env
     dag = _load_dag()
-    logical = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+    logical = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     run = dag.test(logical_date=logical, run_conf={"max_dialogues": 20})
     assert run.state == "success"
     tis = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
@@ -79,7 +79,7 @@ def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db
     s3, bucket, _ = s3_env
     monkeypatch.setenv("DIALINSIGHT__GATES__MIN_ACCEPT_RATE", "0.99")
     dag = _load_dag()
-    run = dag.test(logical_date=datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc), run_conf={"max_dialogues": 6})
+    run = dag.test(logical_date=datetime(2026, 11, 25, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 6})
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index < 0}
     assert states["gate"] == "failed" and states["publish"] == "upstream_failed"

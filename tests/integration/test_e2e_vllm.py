@@ -27,8 +27,9 @@ def test_real_vllm_labels_a_few_dialogues(tmp_path):
                # thresholds stay honest; only the batch gate's minimum is relaxed for a 6-record batch
                DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0.0", DIALINSIGHT__GATES__MIN_ROWS="0",
                DIALINSIGHT__GATES__MIN_MEAN_OVERALL="0.0")
-    proc = subprocess.run([sys.executable, "-m", "dialinsight_core", "run", "--ds", "2026-11-25", "--run-id", "e2e",
-                           "--max-dialogues", "3", "--summary", str(tmp_path / "summary.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    cmd = [sys.executable, "-m", "dialinsight_core", "run", "--ds", "2026-11-25", "--run-id", "e2e",
+           "--max-dialogues", "3", "--summary", str(tmp_path / "summary.json")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((tmp_path / "summary.json").read_text())
     store = open_store(f"file://{tmp_path}")

@@ -83,7 +83,7 @@ def dialinsight_nightly() -> None:
         """The bounded list of label shards (<= labeling.shards) to map over."""
         return prompts_out["shards"]
 
-    @task(pool=_cfg.engine_pool, max_active_tis_per_dagrun=_cfg.engine_pool_slots)
+    @task(pool=_cfg.engine_pool, queue=_cfg.label_queue, max_active_tis_per_dagrun=_cfg.engine_pool_slots)
     def label(shard: dict[str, Any]) -> dict[str, Any]:
         from dialinsight_core.pipeline import run_label_shard
 

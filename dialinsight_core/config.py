@@ -162,6 +162,7 @@ class AirflowSettings(_Model):
     max_retry_delay_s: int = Field(default=900, ge=0)
     engine_pool: str = "llm_engine"
     engine_pool_slots: int = Field(default=1, ge=1)
+    label_queue: str = "default"  # Celery queue of label tasks ("gpu" in docker-compose)
     task_timeout_s: int = Field(default=3600, ge=60)
 
 

@@ -306,6 +306,12 @@ def demo(max_dialogues: int, timeout: float) -> None:
     wait_for_dag(port, token)
     run_id = trigger(port, token, {"max_dialogues": max_dialogues})
     print(f"triggered {DAG_ID} run {run_id} (max_dialogues={max_dialogues}); UI: {st['url']}")
+    time.sleep(3)  # let the scheduler create the nightly slot that unpausing may have started
+    others = [r for r in api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running",
+                             token=token).get("dag_runs", []) if r["dag_run_id"] != run_id]
+    for r in others:
+        print(f"note: {r['dag_run_id']} ({r['run_type']}) runs first (max_active_runs=1): unpausing a catchup=False "
+              "DAG runs its latest nightly slot with the config's defaults")
     run = wait_run(port, run_id, timeout)
     if run["state"] != "success":
         raise SystemExit(f"run {run_id} {run['state']}: see {st['url']}/dags/{DAG_ID} and {home()}/logs")

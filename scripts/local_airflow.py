@@ -51,6 +51,7 @@ def load_state() -> dict[str, Any]:
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
             try:
                 s.bind(("127.0.0.1", port))
                 return s.getsockname()[1]
@@ -207,22 +208,27 @@ def start(timeout: float = 180) -> dict[str, Any]:
     raise SystemExit(f"Airflow not healthy after {timeout:.0f}s; see {logs}")
 
 
-def stop(quiet: bool = False, grace: float = 20) -> None:
+def stop(quiet: bool = False, grace: float = 30) -> None:
+    """SIGTERM every component's process group, SIGKILL what is left after ``grace`` seconds."""
     st = load_state()
-    pgids = list(st.get("pgids", {}).values())
-    for pg in pgids:
+    groups = st.get("pgids", {})
+    for pg in groups.values():
         if group_alive(pg):
             os.killpg(pg, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_alive(pg) for pg in pgids):
+    while time.monotonic() < deadline and any(group_alive(pg) for pg in groups.values()):
         time.sleep(0.5)
-    for pg in pgids:
+    for comp, pg in groups.items():
         if group_alive(pg):
+            print(f"{comp} did not stop within {grace:.0f}s: killing its process group")
             os.killpg(pg, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(group_alive(pg) for pg in groups.values()):
+        time.sleep(0.2)
     if state_file().exists():
         state_file().unlink()
     if not quiet:
-        print(f"stopped {len(pgids)} component group(s)" if pgids else "nothing was running")
+        print(f"stopped {len(groups)} component group(s)" if groups else "nothing was running")
 
 
 def wait_for_dag(port: int, token: str, timeout: float = 120) -> None:

@@ -57,11 +57,12 @@ def _ctx() -> Any:
     tags=["dialinsight", "nightly", "llm-labeling"],
     params={
         "max_dialogues": Param(0, type="integer", minimum=0, description="Dialogues to read per source; 0 = all."),
-        "sources": Param([], type="array", items={"type": "string"},
-                         description="Source names from the config; empty = all."),
+        "sources": Param(None, type=["null", "array"], items={"type": "string"},
+                         description="Source names from the config, one per line; empty = all."),
         "engine": Param("config", type="string", enum=["config", "vllm", "openai"],
                         description="LLM engine; 'config' keeps engine.kind from the config file."),
-        "engine_base_url": Param("", type="string", description="OpenAI-compatible base URL when engine=openai."),
+        "engine_base_url": Param(None, type=["null", "string"],
+                                 description="OpenAI-compatible base URL when engine=openai (e.g. http://vllm:8000/v1)."),
         "shards": Param(0, type="integer", minimum=0, maximum=256, description="Label shards; 0 = config."),
     },
 )

@@ -44,6 +44,17 @@ def test_nightly_policy(dagbag):
     assert dag.task_dict["gate"].downstream_task_ids == {"publish"}
 
 
+def test_params_form_accepts_its_own_defaults(dagbag):
+    """The UI trigger form sends an empty text field as null: optional fields must allow null."""
+    dag = dagbag.dags["dialinsight_nightly"]
+    dag.params.validate()
+    for name, param in dag.params.items():
+        value = param.value
+        if value in (None, "", []):
+            types = param.schema.get("type")
+            assert isinstance(types, list) and "null" in types, name
+
+
 def test_parse_needs_no_database_or_connections(tmp_path):
     """Parse the DAG file with the metadata DB unreachable and connection look-ups booby-trapped."""
     script = textwrap.dedent(f"""

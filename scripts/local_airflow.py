@@ -208,6 +208,12 @@ def start(timeout: float = 180) -> dict[str, Any]:
     raise SystemExit(f"Airflow not healthy after {timeout:.0f}s; see {logs}")
 
 
+def wait_groups_gone(pgids: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(group_alive(pg) for pg in pgids):
+        time.sleep(0.2)
+
+
 def stop(quiet: bool = False, grace: float = 30) -> None:
     """SIGTERM every component's process group, SIGKILL what is left after ``grace`` seconds."""
     st = load_state()
@@ -215,16 +221,12 @@ def stop(quiet: bool = False, grace: float = 30) -> None:
     for pg in groups.values():
         if group_alive(pg):
             os.killpg(pg, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_alive(pg) for pg in groups.values()):
-        time.sleep(0.5)
+    wait_groups_gone(groups.values(), grace)
     for comp, pg in groups.items():
         if group_alive(pg):
             print(f"{comp} did not stop within {grace:.0f}s: killing its process group")
             os.killpg(pg, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(group_alive(pg) for pg in groups.values()):
-        time.sleep(0.2)
+    wait_groups_gone(groups.values(), 10)
     if state_file().exists():
         state_file().unlink()
     if not quiet:

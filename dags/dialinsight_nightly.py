@@ -5,13 +5,17 @@ Turns the configured dialogue sources into quality-gated instruction-tuning data
 (Dial-insight, arXiv 2403.09167) and publishes a versioned Parquet snapshot.
 
 **Tasks:** `ingest` → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards,
-serialised by the `llm_engine` pool so engines never exhaust memory) → `score` → `gate`
-(Great Expectations row + batch suites) → `publish`.
+serialised by the `llm_engine` pool so engines never exhaust memory) → `score` (quality cascade:
+rule and grounding checks on every record, an LLM judge only for records in doubt plus an audit
+sample; also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept
+rate, dimension means, task mix, score collapse, row count vs the previous snapshot) → `publish`.
 
 **Outputs** (object store from `config/dialinsight.yaml`, `storage.uri`):
 `snapshots/ds=YYYY-MM-DD/run=<run_id>/{data,rejected,quarantined}/part-*.parquet`,
-`manifest.json`, `gx/*.json`; `snapshots/latest.json` moves only when every gate passed.
-A failing batch gate fails `gate` with the failed expectations and publishes nothing.
+`manifest.json` (counts, lineage, suite versions and outcome, quality cost), `gx/*.json` (GX results),
+`gx/data_docs/index.html` (GX Data Docs); `snapshots/latest.json` moves only when every gate passed.
+A failing batch gate fails `gate` with the failed expectations and publishes nothing; its
+evidence stays under `work/ds=.../run=.../gate/gx/`.
 
 **Params:** `max_dialogues` (0 = all), `sources` (empty = all configured), `engine`
 (`config`, `vllm` or `openai`), `engine_base_url` (for `openai`), `shards` (0 = config).
@@ -90,17 +94,18 @@ def dialinsight_nightly() -> None:
 
         return run_label_shard(_ctx(), shard)
 
-    @task
+    @task(pool=_cfg.engine_pool, queue=_cfg.label_queue)
     def score(ingest_out: dict[str, Any], prompts_out: dict[str, Any], label_outs: list[dict[str, Any]]) -> dict:
+        """Quality cascade: rules + grounding on every record, the LLM judge (engine pool) on the few in doubt."""
         from dialinsight_core.pipeline import run_score
 
         return run_score(_ctx(), ingest_out, prompts_out, list(label_outs))
 
     @task
-    def gate(score_out: dict[str, Any]) -> dict[str, Any]:
+    def gate(ingest_out: dict[str, Any], score_out: dict[str, Any]) -> dict[str, Any]:
         from dialinsight_core.pipeline import run_gate
 
-        return run_gate(_ctx(), score_out)
+        return run_gate(_ctx(), score_out, ingest_out)
 
     @task
     def publish(ingest_out: dict, prompts_out: dict, label_outs: list[dict], score_out: dict, gate_out: dict) -> dict:
@@ -114,7 +119,7 @@ def dialinsight_nightly() -> None:
     pr = build_prompts(ing)
     labels = label.expand(shard=plan_shards(pr))
     sc = score(ing, pr, labels)
-    gt = gate(sc)
+    gt = gate(ing, sc)
     publish(ing, pr, labels, sc, gt)
 
 

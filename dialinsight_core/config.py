@@ -24,9 +24,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "dialinsight.yaml"
 ENV_PREFIX = "DIALINSIGHT__"
 MAX_SHARDS = 256
-# quality dimensions of the rule layer (dialinsight_core.quality.rules computes them)
-DIMENSIONS = ("schema_valid", "non_empty", "not_truncated", "length_ok", "lang_match", "repetition", "copy",
-              "grounding")
+# Quality dimensions (DESIGN.md 1.8), cheapest layer first; every score is in [0, 1], 1 = good.
+RULE_DIMENSIONS = ("schema_valid", "non_empty", "not_truncated", "length_ok", "lang_match", "repetition", "copy",
+                   "echo", "refusal", "pii_leak")
+GROUNDING_DIMENSIONS = ("grounding", "coverage")
+JUDGE_DIMENSIONS = ("judge_faithfulness", "judge_completeness", "judge_instruction_following", "judge_fluency")
+DIMENSIONS = RULE_DIMENSIONS + GROUNDING_DIMENSIONS + JUDGE_DIMENSIONS
 
 
 class ConfigError(ValueError):
@@ -129,30 +132,96 @@ class LabelingSettings(_Model):
     max_failure_rate: float = Field(default=0.5, ge=0, le=1)
 
 
+class JudgeSettings(_Model):
+    """LLM judge of the cascade: only for borderline records and a random audit sample."""
+
+    enabled: bool = True
+    # a record that passes every row threshold and whose pre-judge overall score lies in
+    # [band_low, band_high] is "in doubt" and goes to the judge
+    band_low: float = Field(default=0.75, ge=0, le=1)
+    band_high: float = Field(default=0.9, ge=0, le=1)
+    audit_fraction: float = Field(default=0.05, ge=0, le=1)  # random sample of all records, seeded
+    max_share: float = Field(default=0.3, ge=0, le=1)  # hard cap: judged records / scored records
+    max_answer_chars: int = Field(default=2000, ge=100)
+    max_dialogue_chars: int = Field(default=6000, ge=100)
+    # overrides of the `engine` section for the judge (e.g. a bigger model on a vllm serve endpoint)
+    engine: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 160})
+
+    @model_validator(mode="after")
+    def _band(self) -> JudgeSettings:
+        if self.band_low > self.band_high:
+            raise ValueError(f"band_low {self.band_low} > band_high {self.band_high}")
+        unknown = sorted(set(self.engine) - set(EngineSettings.model_fields))
+        if unknown:
+            raise ValueError(f"engine overrides name unknown engine keys {unknown}")
+        return self
+
+
 class QualitySettings(_Model):
     weights: dict[str, float]
+    # row gate: minimum score per dimension; a record below any of them is rejected with that
+    # dimension's reason code (dialinsight_core.quality.REASON_CODES)
+    thresholds: dict[str, float] = Field(default_factory=dict)
     overall_min: float = Field(default=0.6, ge=0, le=1)
-    repetition_min: float = Field(default=0.5, ge=0, le=1)
-    copy_min: float = Field(default=0.3, ge=0, le=1)
-    grounding_min: float = Field(default=0.6, ge=0, le=1)
-    shingle_size: int = Field(default=4, ge=2)
+    shingle_size: int = Field(default=8, ge=2)  # copy check: n-gram length (CJK characters count as words)
+    echo_shingle_size: int = Field(default=4, ge=2)  # echo check: n-grams of the instruction in the answer
+    # grounding: terms that are facts when an answer names them (must occur in the dialogue)
+    amenities: list[str] = Field(default_factory=list)
+    # families whose answers speak in the agent's voice: chat boilerplate is legitimate there
+    boilerplate_exempt_families: list[str] = Field(default_factory=lambda: ["dialogue_generation"])
+    judge: JudgeSettings = JudgeSettings()
 
-    @field_validator("weights")
+    @field_validator("weights", "thresholds")
     @classmethod
-    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+    def _dims(cls, v: dict[str, float], info: Any) -> dict[str, float]:
         unknown = sorted(set(v) - set(DIMENSIONS))
         if unknown:
             raise ValueError(f"unknown dimensions {unknown}; known: {list(DIMENSIONS)}")
-        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+        if info.field_name == "weights" and (any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
             raise ValueError("weights must be >= 0 and not all zero")
+        if info.field_name == "thresholds" and any(not 0 <= t <= 1 for t in v.values()):
+            raise ValueError("thresholds must be in [0, 1]")
         return v
+
+
+class CollapseSettings(_Model):
+    """Score-collapse alarm: a score column whose values barely vary is a broken scorer."""
+
+    columns: list[str] = Field(default_factory=lambda: ["overall_score"])
+    min_stdev: float = Field(default=0.02, ge=0)
+    min_rows: int = Field(default=20, ge=2)  # fewer non-null values: the check is skipped (reported)
+
+
+class RowCountSettings(_Model):
+    """Accepted rows must be plausible against the previous published snapshot."""
+
+    min_ratio: float = Field(default=0.5, ge=0)
+    max_ratio: float = Field(default=2.0, ge=0)
+    min_previous_rows: int = Field(default=20, ge=1)  # a smaller previous snapshot is no baseline
 
 
 class GateSettings(_Model):
     min_accept_rate: float = Field(default=0.2, ge=0, le=1)
     min_mean_overall: float = Field(default=0.5, ge=0, le=1)
+    # mean of each listed dimension over all scored records must reach the minimum
+    min_mean: dict[str, float] = Field(default_factory=dict)
     min_rows: int = Field(default=1, ge=0)
-    suite_version: str = "1"
+    # share of each task family among accepted records must be within target_share +- tolerance
+    task_mix_tolerance: float = Field(default=0.15, ge=0, le=1)
+    task_mix_min_rows: int = Field(default=40, ge=1)  # fewer accepted rows: the check is skipped (reported)
+    max_judge_failure_rate: float = Field(default=0.5, ge=0, le=1)
+    collapse: CollapseSettings = CollapseSettings()
+    row_count: RowCountSettings = RowCountSettings()
+    suite_version: str = "2"
+    data_docs: bool = True  # render GX Data Docs (HTML) beside each snapshot
+
+    @field_validator("min_mean")
+    @classmethod
+    def _dims(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DIMENSIONS) - {"overall_score"})
+        if unknown:
+            raise ValueError(f"unknown dimensions {unknown}; known: {list(DIMENSIONS)}")
+        return v
 
 
 class AirflowSettings(_Model):
@@ -191,7 +260,15 @@ class Settings(_Model):
                 raise ValueError(f"sources[{src.name}].scene_map names unknown scenes {bad}")
         if not self.sources:
             raise ValueError("sources must not be empty")
+        known_cols = {"overall_score"} | {f"q_{d}" for d in DIMENSIONS}
+        bad_cols = sorted(set(self.gates.collapse.columns) - known_cols)
+        if bad_cols:
+            raise ValueError(f"gates.collapse.columns names unknown columns {bad_cols}; known: {sorted(known_cols)}")
         return self
+
+    def judge_settings(self) -> Settings:
+        """These settings with ``quality.judge.engine`` applied over ``engine`` (the judge's engine)."""
+        return self.with_overrides({f"engine.{k}": v for k, v in self.quality.judge.engine.items()})
 
     def resolve_path(self, value: str) -> Path:
         """Paths in the config are relative to the project root."""
@@ -232,7 +309,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in extra.items():
-        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        # an explicit empty mapping ("{}") replaces: it is how an override clears e.g. gates.min_mean
+        merged[k] = _deep_merge(merged[k], v) if v and isinstance(v, dict) and isinstance(merged.get(k), dict) else v
     return merged
 
 

@@ -88,5 +88,14 @@ def load_library(settings: Settings, path: str | Path | None = None) -> pa.Table
             "status": entry.get("status", "approved"),
             "reviewer_note": entry.get("reviewer_note"),
             "library_version": version,
+            "expected_fields": json.dumps(_expected_fields(entry.get("expected_fields"), where), ensure_ascii=False),
         })
     return schemas.table(schemas.INSTRUCTIONS, rows)
+
+
+def _expected_fields(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise LibraryError(f"{where}: expected_fields must be a list of non-empty strings ('alt1|alt2' or '$json_key')")
+    return [v.strip() for v in value]

@@ -130,36 +130,86 @@ def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | Non
 
 
 def run_score(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str, Any],
-              label_outs: list[dict[str, Any]]) -> dict[str, Any]:
+              label_outs: list[dict[str, Any]], judge_engine: Engine | None = None) -> dict[str, Any]:
+    """The quality cascade; the judge's engine is built only if some record needs the judge."""
+    from dialinsight_core.inference import make_engine
     from dialinsight_core.instructions import load_output_schemas
-    from dialinsight_core.quality.rules import score_labels
+    from dialinsight_core.quality.scoring import score_labels
 
     labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
         if label_outs else schemas.table(schemas.LABELS, [])
-    scored = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
-                          ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
-                          load_output_schemas(ctx.settings), ctx.settings)
-    stats = {"labels_in": labels.num_rows, "scored": scored.num_rows, "layers": {"rules": scored.num_rows}}
-    if labels.num_rows != scored.num_rows:
-        raise AssertionError(f"score stage lost records: {stats}")
-    return _write_stage(ctx, "score", {"scored": scored}, stats)
+    factory = None
+    if ctx.settings.quality.judge.enabled:
+        factory = (lambda: _Borrowed(judge_engine)) if judge_engine is not None \
+            else (lambda: make_engine(ctx.settings.judge_settings()))
+    res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
+                       ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
+                       ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
+                       load_output_schemas(ctx.settings), ctx.settings, factory)
+    return _write_stage(ctx, "score", {"scored": res.scored}, res.stats)
 
 
-def run_gate(ctx: RunContext, score_out: dict[str, Any]) -> dict[str, Any]:
-    from dialinsight_core.quality.gates import apply_gates
+class _Borrowed:
+    """An engine lent by the caller (run_all shares one): closing it is the caller's job."""
 
-    res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings)
-    ctx.store.write_json(ctx.key("gate/gx/row_gate.json"), res.row_results)
-    ctx.store.write_json(ctx.key("gate/gx/batch_gate.json"), res.batch_results)
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self.name, self.model = engine.name, engine.model
+
+    def generate(self, requests: list[Any]) -> list[Any]:
+        return self._engine.generate(requests)
+
+    def close(self) -> None:
+        pass
+
+
+def previous_baseline(ctx: RunContext) -> Any:
+    """The previous published snapshot's row count, from ``latest.json`` and its manifest."""
+    from dialinsight_core.quality.gates import Baseline
+
+    store = ctx.store
+    if not store.exists(LATEST_KEY):
+        return None
+    latest = store.read_json(LATEST_KEY)
+    manifest = store.read_json(latest["manifest"])
+    return Baseline(latest["snapshot_id"], int(manifest["counts"]["accepted"]),
+                    int(manifest["counts"].get("dialogues_read") or 0), manifest.get("params") or {})
+
+
+def run_gate(ctx: RunContext, score_out: dict[str, Any], ingest_out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GX row + batch suites; evidence (JSON and Data Docs HTML) is written even when the batch fails."""
+    from dialinsight_core.quality.gates import apply_gates, remove_docs
+
+    dialogues_read = ingest_out["stats"]["files_read"] if ingest_out else None
+    res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings,
+                      previous_baseline(ctx), dialogues_read, ctx.params)
+    gx_prefix = ctx.key("gate/gx")
+    try:
+        for name, result in res.results.items():
+            ctx.store.write_json(f"{gx_prefix}/{name}.json", result)
+        docs_index = None
+        if res.data_docs_dir is not None:
+            for path in sorted(res.data_docs_dir.rglob("*")):
+                rel = path.relative_to(res.data_docs_dir).as_posix()
+                if path.is_file() and not rel.startswith("static/fonts/"):  # fonts: 3/4 of the size, CSS falls back
+                    ctx.store.write_bytes(f"{gx_prefix}/data_docs/{rel}", path.read_bytes())
+            docs_index = f"{gx_prefix}/data_docs/index.html"
+    finally:
+        remove_docs(res)
+    summary = {"suites": res.suites, "batch_gate_success": res.batch_success,
+               "failed_batch_expectations": res.failed_batch_expectations,
+               "data_docs": "gx/data_docs/index.html" if docs_index else None}
+    ctx.store.write_json(f"{gx_prefix}/summary.json", summary)
     stats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
     out = _write_stage(ctx, "gate", {"accepted": res.accepted, "rejected": res.rejected}, stats)
-    out["keys"]["gx_row"] = ctx.key("gate/gx/row_gate.json")
-    out["keys"]["gx_batch"] = ctx.key("gate/gx/batch_gate.json")
+    out["keys"]["gx"] = gx_prefix
+    out["gx"] = summary
     if not res.batch_success:
+        evidence = ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json")
         raise BatchGateFailed(
             "batch gate failed, nothing published. Failed expectations:\n  - "
             + "\n  - ".join(res.failed_batch_expectations)
-            + f"\nevidence: {ctx.store.url(out['keys']['gx_batch'])}"
+            + f"\nevidence: {evidence}"
         )
     return out
 
@@ -197,8 +247,9 @@ def run_publish(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[s
     store.write_table(f"{snap}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
     store.write_table(f"{snap}/rejected/part-00000.parquet", rejected.sort_by("prompt_id"))
     store.write_table(f"{snap}/quarantined/part-00000.parquet", quarantined.sort_by("record_id"))
-    for name in ("gx_row", "gx_batch"):
-        store.write_bytes(f"{snap}/gx/{name.removeprefix('gx_')}_gate.json", store.read_bytes(gate_out["keys"][name]))
+    gx_prefix = gate_out["keys"]["gx"]
+    for key in store.list(gx_prefix + "/"):
+        store.write_bytes(f"{snap}/gx/{key[len(gx_prefix) + 1:]}", store.read_bytes(key))
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         "prompts": prompts_out["stats"]["prompts"],
@@ -224,8 +275,9 @@ def run_publish(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[s
                    "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
         "engine": {"kind": ctx.settings.engine.kind, "model": ctx.settings.engine.model},
         "library_version": sorted(set(accepted.column("library_version").to_pylist())) if n else [],
-        "gx": {"suite_version": ctx.settings.gates.suite_version, "row_gate": "gx/row_gate.json",
-               "batch_gate": "gx/batch_gate.json", "batch_gate_success": gate_out["stats"]["batch_gate_success"]},
+        "gx": {**gate_out["gx"], "suite_version": ctx.settings.gates.suite_version,
+               "results": {name: f"gx/{name}.json" for name in gate_out["gx"]["suites"]}},
+        "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
         "files": {"data": ["data/part-00000.parquet"], "rejected": ["rejected/part-00000.parquet"],
                   "quarantined": ["quarantined/part-00000.parquet"]},
     }
@@ -275,6 +327,6 @@ def run_all(ctx: RunContext) -> dict[str, Any]:
         finally:
             engine.close()
     sc = run_score(ctx, ing, pr, labels)
-    gt = run_gate(ctx, sc)
+    gt = run_gate(ctx, sc, ing)
     check_conservation(ing, pr, labels, sc, gt)
     return run_publish(ctx, ing, pr, labels, sc, gt)

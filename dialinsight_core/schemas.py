@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from dialinsight_core.config import DIMENSIONS
+
 TURNS = pa.schema(
     [
         ("dialogue_id", pa.string()),
@@ -55,6 +57,7 @@ INSTRUCTIONS = pa.schema(
         ("status", pa.string()),
         ("reviewer_note", pa.string()),
         ("library_version", pa.string()),
+        ("expected_fields", pa.string()),  # JSON list of "alt1|alt2" the answer must cover (coverage check)
     ]
 )
 
@@ -95,17 +98,15 @@ LABELS = pa.schema(
 
 # scored = prompt context + labels + one column per dimension + aggregate
 SCORE_COLUMNS = [
-    ("q_schema_valid", pa.float64()),
-    ("q_non_empty", pa.float64()),
-    ("q_not_truncated", pa.float64()),
-    ("q_length_ok", pa.float64()),
-    ("q_lang_match", pa.float64()),
-    ("q_repetition", pa.float64()),
-    ("q_copy", pa.float64()),
-    ("q_grounding", pa.float64()),
-    ("overall_score", pa.float64()),
+    *((f"q_{d}", pa.float64()) for d in DIMENSIONS),  # judge dimensions are null when the judge did not run
+    ("cheap_score", pa.float64()),  # overall of the rule + grounding layers (what decides who the judge sees)
+    ("overall_score", pa.float64()),  # weighted mean of every dimension that ran
+    ("judge_reason", pa.string()),  # null | borderline | audit
+    ("judge_status", pa.string()),  # null | ok | failed:<reason>
     ("judge_rationale", pa.string()),
-    ("layers_run", pa.string()),
+    ("judge_tokens", pa.int32()),
+    ("layers_run", pa.string()),  # e.g. "rules,grounding,judge"
+    ("quality_findings", pa.string()),  # JSON evidence per dimension (matched phrase, leaked span, missing fields)
 ]
 
 PROMPT_CONTEXT_COLUMNS = [

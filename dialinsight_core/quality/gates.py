@@ -1,17 +1,31 @@
 """Great Expectations 1.x quality gates (DESIGN.md section 1.9).
 
-The *row gate* suite holds per-record expectations built from config; each record that an
-expectation flags is rejected with that expectation's reason code. The *batch gate* suite checks
-the run as a whole (accept rate, mean score, rows accepted); if it fails, nothing is published.
-GX runs in-process on an ephemeral context (no GX Airflow provider: it cannot install with
-Airflow 3.3, see STACK.md).
+Three suites, all built from config:
+
+* ``row_gate`` (every scored record): required columns present, each dimension at or above its
+  threshold, overall score at or above ``quality.overall_min``. Each record an expectation flags
+  is rejected with that expectation's reason code and the observed value.
+* ``batch_gate`` (the scored batch): accept rate, mean overall and per-dimension means, judge
+  failure rate, and the score-collapse alarm (a score column with almost no spread).
+* ``batch_accepted_gate`` (the accepted records): share of each task family within tolerance of
+  its target, row count plausible against the previous published snapshot.
+
+If a batch suite fails, nothing is published. Results are kept as GX JSON and rendered as GX
+Data Docs (HTML). GX runs in-process on an ephemeral context (no GX Airflow provider: it cannot
+install with Airflow 3.3, see STACK.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,105 +33,257 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.quality import REASON_CODES
 
 STAGE = "gate"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+Expectation = tuple[str, str, dict[str, Any]]  # (reason_code, GX expectation class, kwargs)
 
 
 @dataclass
 class GateResult:
     accepted: pa.Table
     rejected: pa.Table
-    row_results: dict[str, Any]
-    batch_results: dict[str, Any]
+    results: dict[str, Any]  # suite name -> GX validation result (JSON)
     batch_success: bool
     failed_batch_expectations: list[str]
     stats: dict[str, Any]
+    suites: dict[str, Any] = field(default_factory=dict)  # name -> {version, hash, success, skipped}
+    data_docs_dir: Path | None = None  # rendered GX Data Docs (a temporary folder; caller copies it)
+
+    @property
+    def row_results(self) -> dict[str, Any]:
+        return self.results.get("row_gate", {})
+
+    @property
+    def batch_results(self) -> dict[str, Any]:
+        return self.results.get("batch_gate", {})
 
 
-def row_expectations(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
-    """(reason_code, expectation class name, kwargs) for the row suite."""
+@dataclass(frozen=True)
+class Baseline:
+    """What the previous published snapshot says about a plausible row count."""
+
+    snapshot_id: str
+    accepted: int
+    dialogues_read: int
+    params: dict[str, Any]
+
+
+def row_expectations(settings: Settings) -> list[Expectation]:
+    """The row suite: one expectation per required column and per thresholded dimension."""
     q = settings.quality
-    exps: list[tuple[str, str, dict[str, Any]]] = [
+    exps: list[Expectation] = [
         (f"missing_{c}", "ExpectColumnValuesToNotBeNull", {"column": c})
         for c in ("prompt_id", "dialogue_id", "instruction_id", "output_text", "model")
     ]
-    exps += [
-        ("schema_invalid", "ExpectColumnValuesToBeInSet", {"column": "q_schema_valid", "value_set": [1.0]}),
-        ("empty_output", "ExpectColumnValuesToBeInSet", {"column": "q_non_empty", "value_set": [1.0]}),
-        ("truncated", "ExpectColumnValuesToBeInSet", {"column": "q_not_truncated", "value_set": [1.0]}),
-        ("repetitive", "ExpectColumnValuesToBeBetween", {"column": "q_repetition", "min_value": q.repetition_min}),
-        ("copies_dialogue", "ExpectColumnValuesToBeBetween", {"column": "q_copy", "min_value": q.copy_min}),
-        ("ungrounded", "ExpectColumnValuesToBeBetween", {"column": "q_grounding", "min_value": q.grounding_min}),
-        ("low_overall_score", "ExpectColumnValuesToBeBetween",
-         {"column": "overall_score", "min_value": q.overall_min, "max_value": 1.0}),
-    ]
+    for dim, threshold in q.thresholds.items():
+        exps.append((REASON_CODES[dim], "ExpectColumnValuesToBeBetween",
+                     {"column": f"q_{dim}", "min_value": threshold, "max_value": 1.0}))
+    exps.append(("low_overall_score", "ExpectColumnValuesToBeBetween",
+                 {"column": "overall_score", "min_value": q.overall_min, "max_value": 1.0}))
     return exps
 
 
-def batch_expectations(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
+def batch_expectations(settings: Settings, df: pd.DataFrame) -> tuple[list[Expectation], list[dict[str, str]]]:
+    """The batch suite over all scored records (with an ``accepted`` column), and skipped checks."""
     g = settings.gates
-    return [
+    exps: list[Expectation] = [
         ("accept_rate_below_min", "ExpectColumnMeanToBeBetween", {"column": "accepted", "min_value": g.min_accept_rate}),
         ("mean_overall_below_min", "ExpectColumnMeanToBeBetween",
          {"column": "overall_score", "min_value": g.min_mean_overall}),
         ("too_few_accepted", "ExpectColumnSumToBeBetween", {"column": "accepted", "min_value": g.min_rows}),
     ]
+    skipped: list[dict[str, str]] = []
+    for dim, minimum in g.min_mean.items():
+        col = dim if dim == "overall_score" else f"q_{dim}"
+        if df[col].notna().any():
+            exps.append((f"mean_{dim}_below_min", "ExpectColumnMeanToBeBetween", {"column": col, "min_value": minimum}))
+        else:
+            skipped.append({"check": f"mean_{dim}", "why": "no record has this score"})
+    if df["judge_failed"].notna().any():
+        exps.append(("judge_failure_rate_above_max", "ExpectColumnMeanToBeBetween",
+                     {"column": "judge_failed", "max_value": g.max_judge_failure_rate}))
+    for col in g.collapse.columns:
+        n = int(df[col].notna().sum()) if col in df else 0
+        if n >= g.collapse.min_rows:
+            exps.append((f"score_collapse_{col}", "ExpectColumnStdevToBeBetween",
+                         {"column": col, "min_value": g.collapse.min_stdev}))
+        else:
+            skipped.append({"check": f"score_collapse_{col}",
+                            "why": f"{n} values < gates.collapse.min_rows={g.collapse.min_rows}"})
+    return exps, skipped
 
 
-def _run_suite(name: str, df: pd.DataFrame, exps: list[tuple[str, str, dict[str, Any]]], version: str) -> Any:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def accepted_expectations(settings: Settings, n_accepted: int, baseline: Baseline | None, dialogues_read: int | None,
+                          params: dict[str, Any] | None) -> tuple[list[Expectation], list[dict[str, str]]]:
+    """The suite over accepted records: task mix and row count against the previous snapshot."""
+    g = settings.gates
+    exps: list[Expectation] = []
+    skipped: list[dict[str, str]] = []
+    if n_accepted >= g.task_mix_min_rows:
+        for fam, cfg in settings.task_families.items():
+            exps.append((f"task_mix_{fam}", "ExpectColumnMeanToBeBetween",
+                         {"column": f"is_{fam}", "min_value": round(max(cfg.target_share - g.task_mix_tolerance, 0), 4),
+                          "max_value": round(min(cfg.target_share + g.task_mix_tolerance, 1), 4)}))
+    else:
+        skipped.append({"check": "task_mix", "why": f"{n_accepted} accepted < gates.task_mix_min_rows={g.task_mix_min_rows}"})
+    expected = expected_rows(settings, baseline, dialogues_read, params)
+    if isinstance(expected, str):
+        skipped.append({"check": "row_count_vs_previous", "why": expected})
+    else:
+        exps.append(("row_count_implausible_vs_previous", "ExpectTableRowCountToBeBetween",
+                     {"min_value": math.floor(expected * g.row_count.min_ratio),
+                      "max_value": math.ceil(expected * g.row_count.max_ratio)}))
+    return exps, skipped
 
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
-    asset = ctx.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
-    batch_def = asset.add_batch_definition_whole_dataframe(f"{name}_all")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=name, meta={"suite_version": version}))
-    for reason, cls, kwargs in exps:
-        suite.add_expectation(getattr(gx.expectations, cls)(**kwargs, meta={"reason_code": reason}))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
-    return vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
+
+def expected_rows(settings: Settings, baseline: Baseline | None, dialogues_read: int | None,
+                  params: dict[str, Any] | None) -> float | str:
+    """Accepted rows expected from the previous snapshot, or why there is no baseline.
+
+    Same input limits (``max_dialogues``, ``sources``) as the previous run: its accepted count.
+    Otherwise (e.g. a 24-dialogue demo after a full nightly run) the previous count scaled by
+    dialogues read, so a smaller sample is not mistaken for a broken run.
+    """
+    rc = settings.gates.row_count
+    if baseline is None:
+        return "no previous published snapshot"
+    if baseline.accepted < rc.min_previous_rows:
+        return f"previous snapshot {baseline.snapshot_id} has {baseline.accepted} rows < {rc.min_previous_rows}"
+    keys = ("max_dialogues", "sources")
+    same = all((baseline.params or {}).get(k) == (params or {}).get(k) for k in keys)
+    if same or not dialogues_read or not baseline.dialogues_read:
+        return float(baseline.accepted)
+    return baseline.accepted * dialogues_read / baseline.dialogues_read
+
+
+def suite_hash(exps: list[Expectation]) -> str:
+    return hashlib.sha256(json.dumps(exps, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Suites:
+    """One ephemeral GX context per gate run; each suite runs through a checkpoint that also
+    updates a Data Docs site in a temporary folder."""
+
+    def __init__(self, version: str, docs: bool):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.version = version
+        self.ctx = gx.get_context(mode="ephemeral")
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
+        self.docs_dir: Path | None = None
+        for site, cfg in dict(self.ctx.get_config().data_docs_sites or {}).items():
+            base = (cfg.get("store_backend") or {}).get("base_directory")
+            self.ctx.delete_data_docs_site(site)  # the ephemeral default site: a temp dir GX never removes
+            if base and Path(base).is_dir() and Path(base).name.startswith("tmp"):
+                shutil.rmtree(base, ignore_errors=True)
+        if docs:
+            self.docs_dir = Path(tempfile.mkdtemp(prefix="dialinsight-gx-docs-"))
+            self.ctx.add_data_docs_site("dialinsight", {
+                "class_name": "SiteBuilder", "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+        self.source = self.ctx.data_sources.add_pandas("dialinsight")
+
+    def run(self, name: str, df: pd.DataFrame, exps: list[Expectation]) -> Any:
+        gx = self.gx
+        batch_def = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}_all")
+        suite = self.ctx.suites.add(gx.ExpectationSuite(name=name, meta={"suite_version": self.version,
+                                                                          "suite_hash": suite_hash(exps)}))
+        for reason, cls, kwargs in exps:
+            suite.add_expectation(getattr(gx.expectations, cls)(**kwargs, meta={"reason_code": reason}))
+        vd = self.ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def,
+                                                                         suite=suite))
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if self.docs_dir else []
+        cp = self.ctx.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd],
+                                                    actions=actions, result_format={"result_format": "COMPLETE"}))
+        res = cp.run(batch_parameters={"dataframe": df})
+        return next(iter(res.run_results.values()))
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def apply_gates(scored: pa.Table, settings: Settings) -> GateResult:
-    version = settings.gates.suite_version
+def _kwargs(r: Any) -> dict[str, Any]:
+    return {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
+
+
+def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None = None,
+                dialogues_read: int | None = None, params: dict[str, Any] | None = None) -> GateResult:
+    g = settings.gates
+    suites = _Suites(g.suite_version, g.data_docs)
     df = scored.to_pandas()
     df.index = pd.RangeIndex(len(df))
+    results: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+
+    # --- row gate -------------------------------------------------------------------------------
     reasons: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-    row_json: dict[str, Any] = {"success": True, "results": []}
+    row_exps = row_expectations(settings)
     if len(df):
-        row_res = _run_suite("row_gate", df, row_expectations(settings), version)
-        row_json = _jsonable(row_res.to_json_dict())
+        row_res = suites.run("row_gate", df, row_exps)
+        results["row_gate"] = _jsonable(row_res.to_json_dict())
         for r in row_res.results:
             reason = r.expectation_config.meta["reason_code"]
-            kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
             for idx in r.result.get("unexpected_index_list") or []:
-                reasons.setdefault(int(idx), []).append((reason, {"expectation": r.expectation_config.type, **kwargs}))
+                reasons.setdefault(int(idx), []).append((reason, {"expectation": r.expectation_config.type, **_kwargs(r)}))
+        summary["row_gate"] = {"success": bool(row_res.success)}
+    else:
+        results["row_gate"] = {"success": True, "results": [], "note": "no scored records"}
+        summary["row_gate"] = {"success": True}
+    summary["row_gate"].update(version=g.suite_version, hash=suite_hash(row_exps), expectations=len(row_exps))
     rows = scored.to_pylist()
-    accepted_idx = [i for i in range(len(rows)) if i not in reasons]
     rejected_rows = []
     for i, why in sorted(reasons.items()):
         row = dict(rows[i])
-        detail = [{"reason_code": code, **exp, "observed": _observed(rows[i], exp.get("column"))} for code, exp in why]
+        findings = json.loads(row.get("quality_findings") or "{}")
+        detail = []
+        for code, exp in why:
+            col = exp.get("column")
+            item = {"reason_code": code, **exp, "observed": row.get(col) if col else None}
+            dim = col.removeprefix("q_") if col else None
+            if dim in findings:
+                item["evidence"] = findings[dim]
+            detail.append(item)
         row.update(stage=STAGE, reason_code=",".join(code for code, _ in why),
                    reason_detail=json.dumps(detail, ensure_ascii=False, default=str))
         rejected_rows.append(row)
+    accepted_idx = [i for i in range(len(rows)) if i not in reasons]
     accepted = scored.take(pa.array(accepted_idx, type=pa.int64()))
+
+    # --- batch gate (all scored records) ------------------------------------------------------------
     df["accepted"] = [0 if i in reasons else 1 for i in range(len(df))]
-    batch_res = _run_suite("batch_gate", df if len(df) else pd.DataFrame({"accepted": [], "overall_score": []}),
-                           batch_expectations(settings), version)
-    batch_json = _jsonable(batch_res.to_json_dict())
-    failed = [
-        f"{r.expectation_config.meta['reason_code']}: {r.expectation_config.type} "
-        f"{ {k: v for k, v in r.expectation_config.kwargs.items() if k != 'batch_id'} } observed={r.result.get('observed_value')}"
-        for r in batch_res.results if not r.success
-    ]
-    from collections import Counter
+    df["judge_failed"] = [None if pd.isna(s) else float(s != "ok") for s in df["judge_status"]] if len(df) else []
+    df["judge_failed"] = df["judge_failed"].astype("float64")
+    batch_exps, skipped = batch_expectations(settings, df)
+    batch_res = suites.run("batch_gate", df, batch_exps)
+    results["batch_gate"] = {**_jsonable(batch_res.to_json_dict()), "skipped": skipped}
+    summary["batch_gate"] = {"success": bool(batch_res.success), "version": g.suite_version,
+                             "hash": suite_hash(batch_exps), "expectations": len(batch_exps), "skipped": skipped}
+
+    # --- batch gate (accepted records) --------------------------------------------------------------
+    acc_df = df.loc[df["accepted"] == 1].reset_index(drop=True)
+    for fam in settings.task_families:
+        acc_df[f"is_{fam}"] = (acc_df["task_family"] == fam).astype("float64")
+    acc_exps, acc_skipped = accepted_expectations(settings, len(acc_df), baseline, dialogues_read, params)
+    failed = []
+    acc_success = True
+    if acc_exps:
+        acc_res = suites.run("batch_accepted_gate", acc_df, acc_exps)
+        acc_success = bool(acc_res.success)
+        results["batch_accepted_gate"] = {**_jsonable(acc_res.to_json_dict()), "skipped": acc_skipped}
+        failed += _failures(acc_res)
+    else:
+        results["batch_accepted_gate"] = {"success": True, "results": [], "skipped": acc_skipped}
+    summary["batch_accepted_gate"] = {"success": acc_success, "version": g.suite_version, "hash": suite_hash(acc_exps),
+                                      "expectations": len(acc_exps), "skipped": acc_skipped,
+                                      "baseline": baseline.snapshot_id if baseline else None}
+    failed = _failures(batch_res) + failed
+    batch_success = bool(batch_res.success) and acc_success
 
     stats = {
         "scored_in": len(rows),
@@ -125,13 +291,21 @@ def apply_gates(scored: pa.Table, settings: Settings) -> GateResult:
         "rejected": len(rejected_rows),
         "accept_rate": round(len(accepted_idx) / len(rows), 4) if rows else 0.0,
         "rejected_by_reason": dict(Counter(c for why in reasons.values() for c, _ in why)),
-        "batch_gate_success": bool(batch_res.success),
+        "accepted_by_family": dict(Counter(acc_df["task_family"])) if len(acc_df) else {},
+        "batch_gate_success": batch_success,
+        "skipped_checks": skipped + acc_skipped,
     }
     if stats["scored_in"] != stats["accepted"] + stats["rejected"]:
         raise AssertionError(f"gate lost records: {stats}")
-    return GateResult(accepted, schemas.table(schemas.REJECTED, rejected_rows), row_json, batch_json,
-                      bool(batch_res.success), failed, stats)
+    return GateResult(accepted, schemas.table(schemas.REJECTED, rejected_rows), results, batch_success, failed, stats,
+                      summary, suites.docs_dir)
 
 
-def _observed(row: dict[str, Any], column: str | None) -> Any:
-    return row.get(column) if column else None
+def _failures(res: Any) -> list[str]:
+    return [f"{r.expectation_config.meta['reason_code']}: {r.expectation_config.type} {_kwargs(r)} "
+            f"observed={r.result.get('observed_value')}" for r in res.results if not r.success]
+
+
+def remove_docs(result: GateResult) -> None:
+    if result.data_docs_dir is not None:
+        shutil.rmtree(result.data_docs_dir, ignore_errors=True)

@@ -1,37 +1,29 @@
-"""Rule layer (and first-depth grounding) of the quality cascade (DESIGN.md section 1.8): free checks on every record.
+"""Rule layer of the quality cascade (DESIGN.md section 1.8): free checks on every record.
 
 Each dimension is a score in [0, 1] (1 = good) computed from the label, its prompt's task
-family and the source dialogue. Tokenisation treats every CJK ideograph as a token, so the
-checks work for Chinese without whitespace assumptions.
+family, the instruction and the source dialogue; checks that find something also return the
+evidence (the matched phrase, the leaked span), which becomes the rejection's reason detail.
+Tokenisation treats every CJK ideograph as a token, so the checks work for Chinese without
+whitespace assumptions.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from jsonschema import Draft202012Validator
 
-from dialinsight_core import schemas
-from dialinsight_core.config import DIMENSIONS
+from dialinsight_core.config import RULE_DIMENSIONS
+from dialinsight_core.pii import find_pii
 
-__all__ = ["DIMENSIONS", "score_labels", "score_record"]
+__all__ = ["RULE_DIMENSIONS", "RuleContext", "content_text", "score_record", "tokens"]
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-
-
-@cache
-def stopwords() -> frozenset[str]:
-    text = (Path(__file__).with_name("stopwords.txt")).read_text(encoding="utf-8")
-    return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
 
 
 def tokens(text: str) -> list[str]:
@@ -42,8 +34,12 @@ def ngrams(toks: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
 
 
-def content_text(output_text: str | None, output_json: str | None) -> str:
-    """The prose of an answer: every string (and number) value of its JSON, else the raw text."""
+def content_text(output_text: str | None, output_json: str | None, numbers: bool = True,
+                 skip_keys: frozenset[str] = frozenset()) -> str:
+    """The prose of an answer: every string (and, unless ``numbers=False``, number) value of its
+    JSON, else the raw text. Grounding passes ``numbers=False``: a numeric field such as
+    ``rating`` is a judgement the schema asks for, not a fact taken from the dialogue; it also
+    skips ``not_mentioned`` (naming what the dialogue lacks is not a claim)."""
     if output_json:
         parts: list[str] = []
 
@@ -53,13 +49,15 @@ def content_text(output_text: str | None, output_json: str | None) -> str:
             elif isinstance(v, bool) or v is None:
                 return
             elif isinstance(v, int | float):
-                parts.append(str(v))
+                if numbers:
+                    parts.append(str(v))
             elif isinstance(v, list):
                 for x in v:
                     walk(x)
             elif isinstance(v, dict):
-                for x in v.values():
-                    walk(x)
+                for k, x in v.items():
+                    if k not in skip_keys:
+                        walk(x)
 
         walk(json.loads(output_json))
         return "\n".join(parts)
@@ -98,8 +96,17 @@ def score_lang_match(content: str, dialogue_lang: str) -> float:
     return 1.0 if lang == dialogue_lang else 0.0
 
 
+_CHAR_LOOP = re.compile(r"(\S)\1{11,}|(\S{2,6})\2{5,}")
+
+
 def score_repetition(content: str, n: int = 3) -> float:
-    """Share of distinct n-grams: 1.0 for varied text, near 0 for a loop."""
+    """Share of distinct n-grams: 1.0 for varied text, near 0 for a loop.
+
+    A run of one character or a short chunk repeated many times ("!!!!!!!!!!!!", "哈哈哈哈…",
+    "abcabcabc…") is a loop even when it is a single token, and scores 0.
+    """
+    if _CHAR_LOOP.search(content):
+        return 0.0
     grams = ngrams(tokens(content), n)
     if len(grams) < 2:
         return 1.0
@@ -120,34 +127,54 @@ def score_copy(content: str, dialogue_text: str, n: int) -> float:
     return 1.0 - copied / len(grams)
 
 
-def _numbers(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+def score_echo(content: str, instruction_text: str, n: int) -> tuple[float, float]:
+    """1 - share of the answer's n-grams taken from the instruction (an answer that restates the
+    task instead of doing it). Returns (score, echoed share)."""
+    grams = [g for line in content.splitlines() for g in ngrams(tokens(line), n)]
+    if not grams:
+        return 1.0, 0.0
+    source = set(ngrams(tokens(instruction_text), n))
+    share = sum(1 for g in grams if g in source) / len(grams)
+    return round(1.0 - share, 6), round(share, 4)
 
 
-def _fact_units(text: str) -> set[str]:
-    """Content units: English content words (stemmed crudely) and CJK character bigrams."""
-    units: set[str] = set()
-    stop = stopwords()
-    for tok in tokens(text):
-        if _CJK.fullmatch(tok) or tok.isdigit() or len(tok) < 3 or tok in stop:
+@cache
+def refusal_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """(kind, pattern) from ``refusal_patterns.txt``: ``refusal`` and ``boilerplate`` sections."""
+    out: list[tuple[str, re.Pattern[str]]] = []
+    kind = "refusal"
+    for line in Path(__file__).with_name("refusal_patterns.txt").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
-        units.add(tok[:6])  # crude stem: "apartments" ~ "apartment"
-    for run in _CJK_RUN.findall(text):  # bigrams inside runs of ideographs, never across a number
-        units.update(b for b in (run[i : i + 2] for i in range(len(run) - 1)) if b not in stop)
-    return units
+        if line.startswith("[") and line.endswith("]"):
+            kind = line[1:-1]
+            continue
+        out.append((kind, re.compile(line, re.IGNORECASE)))
+    return tuple(out)
 
 
-def score_grounding(content: str, dialogue_text: str, prompt_text: str) -> float:
-    """First-depth grounding: numbers must occur in the dialogue; content words in the prompt.
+def score_refusal(content: str, boilerplate: bool = True) -> tuple[float, dict[str, str] | None]:
+    """0 when the answer refuses the task, talks about itself as an AI or (when ``boilerplate``)
+    pads with chat filler ("I hope this helps!", "希望对您有帮助"): none of that is training data."""
+    for kind, pattern in refusal_patterns():
+        if kind == "boilerplate" and not boilerplate:
+            continue
+        m = pattern.search(content)
+        if m:
+            return 0.0, {"kind": kind, "match": m.group()[:80]}
+    return 1.0, None
 
-    Mean of (share of the answer's numbers found in the dialogue) and (share of its content
-    words / CJK bigrams found in the prompt). Catches invented prices, times and topics.
-    """
-    nums = _numbers(content)
-    num_support = len(nums & _numbers(dialogue_text)) / len(nums) if nums else 1.0
-    units = _fact_units(content)
-    lex_support = len(units & _fact_units(prompt_text)) / len(units) if units else 1.0
-    return round((num_support + lex_support) / 2, 6)
+
+def score_pii_leak(content: str) -> tuple[float, dict[str, list[str]] | None]:
+    """0 when the answer contains personal data (phone, ID, e-mail, bank card, unit number...)."""
+    found = find_pii(content)
+    if not found:
+        return 1.0, None
+    by_type: dict[str, list[str]] = {}
+    for m in found:
+        by_type.setdefault(m.type, []).append(m.text)
+    return 0.0, by_type
 
 
 @dataclass(frozen=True)
@@ -155,15 +182,21 @@ class RuleContext:
     task_family: str
     dialogue_lang: str
     dialogue_text: str
-    prompt_text: str
+    instruction_text: str  # the instruction plus the template's own words (system, task block)
     schema: dict[str, Any]
     min_chars: int
     max_chars: int
+    boilerplate_check: bool = True
 
 
-def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int) -> dict[str, float]:
+def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int,
+                 echo_shingle_size: int = 4) -> tuple[dict[str, float], dict[str, Any]]:
+    """Rule dimensions of one label, and the evidence for those that found something."""
     content = content_text(label["output_text"], label["output_json"])
-    return {
+    echo, echoed = score_echo(content, ctx.instruction_text, echo_shingle_size)
+    refusal, refusal_hit = score_refusal(content, ctx.boilerplate_check)
+    pii, pii_hit = score_pii_leak(label["output_text"] or "")
+    dims = {
         "schema_valid": score_schema_valid(label["output_json"], ctx.schema),
         "non_empty": score_non_empty(content),
         "not_truncated": score_not_truncated(label["finish_reason"]),
@@ -171,37 +204,27 @@ def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int) -> 
         "lang_match": score_lang_match(content, ctx.dialogue_lang),
         "repetition": score_repetition(content),
         "copy": score_copy(content, ctx.dialogue_text, shingle_size),
-        "grounding": score_grounding(content, ctx.dialogue_text, ctx.prompt_text),
+        "echo": echo,
+        "refusal": refusal,
+        "pii_leak": pii,
     }
+    findings: dict[str, Any] = {}
+    if dims["schema_valid"] < 1.0:
+        findings["schema_valid"] = _schema_errors(label["output_json"], ctx.schema)
+    if dims["length_ok"] < 1.0:
+        findings["length_ok"] = {"chars": len(content.strip()), "min": ctx.min_chars, "max": ctx.max_chars}
+    if echoed:
+        findings["echo"] = {"echoed_share": echoed}
+    if refusal_hit:
+        findings["refusal"] = refusal_hit
+    if pii_hit:
+        findings["pii_leak"] = pii_hit
+    assert set(dims) == set(RULE_DIMENSIONS)
+    return dims, findings
 
 
-def overall(dims: dict[str, float], weights: dict[str, float]) -> float:
-    total = sum(weights.values())
-    return round(sum(dims[d] * w for d, w in weights.items()) / total, 6)
-
-
-def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, output_schemas: dict[str, dict[str, Any]],
-                 settings: Any) -> pa.Table:
-    """labels (+ prompt context) -> ``scored`` table with one column per dimension."""
-    q = settings.quality
-    prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
-    text_by_dialogue: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for t in turns.select(["dialogue_id", "turn_idx", "text"]).to_pylist():
-        text_by_dialogue[t["dialogue_id"]].append((t["turn_idx"], t["text"]))
-    dialogue_text = {d: "\n".join(x for _, x in sorted(v)) for d, v in text_by_dialogue.items()}
-    rows = []
-    for label in labels.to_pylist():
-        p = prompt_by_id[label["prompt_id"]]
-        fam = settings.task_families[p["task_family"]]
-        prompt_text = "\n".join(m["content"] for m in json.loads(p["messages"]) if m["role"] == "user")
-        ctx = RuleContext(p["task_family"], p["lang"], dialogue_text.get(p["dialogue_id"], ""), prompt_text,
-                          output_schemas[p["output_schema_id"]], fam.min_chars, fam.max_chars)
-        dims = score_record(label, ctx, q.shingle_size)
-        row = {c: p[c] for c in schemas.PROMPT_CONTEXT_COLUMNS}
-        row.update(label)
-        row.update({f"q_{d}": v for d, v in dims.items()})
-        row["overall_score"] = overall(dims, q.weights)
-        row["judge_rationale"] = None
-        row["layers_run"] = "rules"
-        rows.append(row)
-    return schemas.table(schemas.SCORED, rows)
+def _schema_errors(output_json: str | None, schema: dict[str, Any]) -> list[str]:
+    if output_json is None:
+        return ["output is not valid JSON"]
+    errs = Draft202012Validator(schema).iter_errors(json.loads(output_json))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:120]}" for e in errs][:5]

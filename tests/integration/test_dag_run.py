@@ -64,7 +64,7 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     rejected = pd.read_parquet(io.BytesIO(_get(s3, bucket, f"dialinsight/{snap}/rejected/part-00000.parquet")))
     c = manifest["counts"]
     assert c["dialogues_read"] == 20 and c["prompts"] == 40
-    assert c["prompts"] == c["accepted"] + c["rejected"] + c["quarantined"] == srv.total
+    assert c["prompts"] == c["accepted"] + c["rejected"] + c["quarantined"] == srv.requests_by_kind()["label"]
     assert len(data) == c["accepted"] > 0 and len(rejected) == c["rejected"] >= srv.requests["repeat"]
     assert "repetitive" in set(rejected.reason_code.str.split(",").explode())
     assert manifest["ds"] == "2026-11-24" and manifest["config_hash"] and manifest["code_version"]

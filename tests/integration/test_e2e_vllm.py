@@ -26,7 +26,9 @@ def test_real_vllm_labels_a_few_dialogues(tmp_path):
                DIALINSIGHT__ENGINE__MAX_TOKENS="160",
                # thresholds stay honest; only the batch gate's minimum is relaxed for a 6-record batch
                DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0.0", DIALINSIGHT__GATES__MIN_ROWS="0",
-               DIALINSIGHT__GATES__MIN_MEAN_OVERALL="0.0")
+               DIALINSIGHT__GATES__MIN_MEAN_OVERALL="0.0", DIALINSIGHT__GATES__MIN_MEAN="{}",
+               # the judge path on the real engine: every record goes to the judge here
+               DIALINSIGHT__QUALITY__JUDGE__MAX_SHARE="1.0", DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="1.0")
     cmd = [sys.executable, "-m", "dialinsight_core", "run", "--ds", "2026-11-25", "--run-id", "e2e",
            "--max-dialogues", "3", "--summary", str(tmp_path / "summary.json")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
@@ -50,4 +52,13 @@ def test_real_vllm_labels_a_few_dialogues(tmp_path):
     snap = result["snapshot_uri"].split(store.uri + "/")[1]
     data = pd.read_parquet(io.BytesIO(store.read_bytes(f"{snap}/data/part-00000.parquet")))
     assert len(data) == c["accepted"]
+    # the LLM judge ran on the real engine with structured output: every reply parsed into 1-5 scores
+    scored = pd.read_parquet(io.BytesIO(store.read_bytes("work/ds=2026-11-25/run=e2e/score/scored.parquet")))
+    assert len(scored) == 6 and set(scored.judge_reason) == {"audit"}
+    assert (scored.judge_status == "ok").all(), scored.judge_status.tolist()
+    for col in ("q_judge_faithfulness", "q_judge_completeness", "q_judge_instruction_following", "q_judge_fluency"):
+        assert scored[col].isin([0.0, 0.25, 0.5, 0.75, 1.0]).all()
+    assert scored.judge_rationale.str.len().gt(0).all() and (scored.judge_tokens > 0).all()
+    manifest = store.read_json(f"{snap}/manifest.json")
+    assert manifest["quality_cost"]["judge"]["judged"] == 6 and manifest["quality_cost"]["judge"]["engine"] == "vllm"
     assert load_settings(environ={}).engine.kind == "vllm"  # the embedded default really is vLLM

@@ -10,7 +10,7 @@ import pytest
 
 from dialinsight_core.pipeline import BatchGateFailed, RunContext, run_all
 from dialinsight_core.storage import LATEST_KEY, store_from_settings
-from tests.support.fake_openai import planted
+from tests.support.fake_openai import DEFECT_REASONS, is_judge, planted, planted_mix
 
 
 def _settings(make_settings, srv, **env):
@@ -26,11 +26,13 @@ def test_planted_defects_are_rejected_with_reasons(make_settings, fake_openai):
     behaviours = {0: "repeat", 1: "truncated", 2: "malformed", 3: "copy", 4: "error500"}
 
     def plan(body):
+        if is_judge(body):
+            return "good"
         h = sum(map(ord, json.dumps(body["messages"]))) % 10
         return behaviours.get(h, "good")
 
     srv = fake_openai(plan)
-    s = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="40")
+    s = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="40", DIALINSIGHT__GATES__MIN_MEAN__SCHEMA_VALID="0")
     out = run_all(RunContext(s, "2026-11-25", "manual__t1"))
     store = store_from_settings(s)
     snap = out["snapshot_uri"].split(store.uri + "/")[1]
@@ -54,6 +56,61 @@ def test_planted_defects_are_rejected_with_reasons(make_settings, fake_openai):
     assert manifest["gx"]["batch_gate_success"] is True
     assert store.read_json(f"{snap}/gx/row_gate.json")["results"]
     assert store.read_json(LATEST_KEY)["snapshot_id"] == manifest["snapshot_id"]
+
+
+def test_each_planted_quality_defect_is_rejected_with_its_reason(make_settings, fake_openai):
+    """A planted share of every defect kind: each planted record is rejected with the reason for
+    its defect; clean records pass; the judge sees at most its configured share."""
+    kinds = ["refusal", "boilerplate", "pii", "echo", "invented", "wrong_lang", "repeat", "copy", "truncated"]
+    plan = planted_mix(dict.fromkeys(kinds, 0.05))
+    srv = fake_openai(plan)
+    s = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="60", DIALINSIGHT__GATES__MIN_MEAN__SCHEMA_VALID="0",
+                  DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.5")
+    out = run_all(RunContext(s, "2026-11-25", "manual__defects"))
+    store = store_from_settings(s)
+    snap = out["snapshot_uri"].split(store.uri + "/")[1]
+    data, rej = (_read(store, f"{snap}/{d}/part-00000.parquet") for d in ("data", "rejected"))
+    prompts = _read(store, "work/ds=2026-11-25/run=manual__defects/prompts/prompts.parquet")
+    planted_kind = {p.prompt_id: plan({"messages": json.loads(p.messages)}) for p in prompts.itertuples()}
+    family = dict(zip(prompts.prompt_id, prompts.task_family, strict=True))
+    rej_reasons = {r.prompt_id: set(r.reason_code.split(",")) for r in rej.itertuples()}
+    checked = {k: 0 for k in kinds}
+    for pid, kind in planted_kind.items():
+        if kind == "good":
+            continue
+        if kind == "boilerplate" and family[pid] in s.quality.boilerplate_exempt_families:
+            continue  # an agent's reply may legitimately say "let me know if you have any questions"
+        assert pid in rej_reasons, (kind, pid)
+        assert DEFECT_REASONS[kind] in rej_reasons[pid], (kind, rej_reasons[pid])
+        checked[kind] += 1
+    assert all(n >= 1 for n in checked.values()), checked  # every defect kind was planted and caught
+    clean = [pid for pid, k in planted_kind.items() if k == "good"]
+    clean_rejected = [pid for pid in clean if pid in rej_reasons]
+    assert len(clean_rejected) <= 0.1 * len(clean), [rej_reasons[p] for p in clean_rejected]
+    assert set(data.prompt_id) <= set(clean) | {p for p, k in planted_kind.items() if k == "boilerplate"}
+    # evidence a person can act on: the rejected record says what was wrong
+    detail = {r.prompt_id: json.loads(r.reason_detail) for r in rej.itertuples()}
+    pii = next(p for p, k in planted_kind.items() if k == "pii")
+    pii_item = next(d for d in detail[pii] if d["reason_code"] == "pii_leak")
+    assert "phone" in pii_item["evidence"] or "email" in pii_item["evidence"]
+    inv = next(p for p, k in planted_kind.items() if k == "invented")
+    inv_item = next(d for d in detail[inv] if d["reason_code"] == "ungrounded")
+    assert "num:98765" in inv_item["evidence"]["unsupported_facts"]
+    # the judge: only borderline + audit records, never more than max_share; its cost is reported
+    manifest = store.read_json(f"{snap}/manifest.json")
+    cost = manifest["quality_cost"]
+    n = len(prompts)
+    assert cost["layers"]["rules"] == cost["layers"]["grounding"] == n
+    assert 0 < cost["layers"]["judge"] <= int(s.quality.judge.max_share * n)
+    assert srv.requests_by_kind()["judge"] == cost["layers"]["judge"]
+    assert cost["judge"]["tokens"] > 0 and cost["judge"]["share"] <= s.quality.judge.max_share
+    scored = pd.concat([data, rej])
+    judged = scored[scored.judge_reason.notna()]
+    assert set(judged.judge_reason) <= {"borderline", "audit"}
+    assert judged.q_judge_faithfulness.notna().all() and (judged.judge_status == "ok").all()
+    assert scored[scored.judge_reason.isna()].q_judge_faithfulness.isna().all()
+    assert manifest["gx"]["suites"]["row_gate"]["version"] == s.gates.suite_version
+    assert store.exists(f"{snap}/gx/data_docs/index.html")
 
 
 def test_same_logical_date_publishes_same_record_ids(make_settings, fake_openai):

@@ -4,59 +4,159 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dialinsight_core import schemas
-from dialinsight_core.quality.gates import apply_gates, row_expectations
+from dialinsight_core.quality import REASON_CODES
+from dialinsight_core.quality.gates import Baseline, apply_gates, expected_rows, remove_docs, row_expectations
+
+FAMILIES = ["information_extraction"] * 3 + ["summarisation"] * 3 + ["dialogue_generation"] * 2 + ["data_analysis"] * 2
 
 
 def _row(i: int, **over) -> dict:
     row = {f.name: None for f in schemas.SCORED}
-    row.update(prompt_id=f"p{i:03d}", dialogue_id=f"d{i}", instruction_id="su-001", task_family="summarisation",
+    row.update(prompt_id=f"p{i:03d}", dialogue_id=f"d{i}", instruction_id="su-001", task_family=FAMILIES[i % 10],
                scene="rental_search", lang="en", output_schema_id="summarisation", template_id="chat-v1",
                variant="plain", sampling_weight=0.1, seed=1, library_version="v1", turn_span="0-9",
                output_text='{"summary": "ok"}', output_json='{"summary": "ok"}', model="m", engine="openai",
                sampling_params_hash="h", prompt_tokens=10, completion_tokens=5, finish_reason="stop", latency_s=0.1,
                cache_hit=False, q_schema_valid=1.0, q_non_empty=1.0, q_not_truncated=1.0, q_length_ok=1.0,
-               q_lang_match=1.0, q_repetition=0.9, q_copy=1.0, q_grounding=0.9, overall_score=0.95,
-               judge_rationale=None, layers_run="rules")
+               q_lang_match=1.0, q_repetition=0.9, q_copy=1.0, q_echo=1.0, q_refusal=1.0, q_pii_leak=1.0,
+               q_grounding=0.7 + (i % 5) / 20, q_coverage=1.0, cheap_score=0.95, overall_score=0.85 + (i % 7) / 50,
+               layers_run="rules,grounding")
     row.update(over)
     return row
 
 
-def test_row_gate_rejects_with_actionable_reasons(settings):
+def _gate(rows, settings, **kw):
+    res = apply_gates(schemas.table(schemas.SCORED, rows), settings, **kw)
+    remove_docs(res)
+    return res
+
+
+@pytest.mark.parametrize(("dim", "bad"), [
+    ("schema_valid", 0.0), ("non_empty", 0.0), ("not_truncated", 0.0), ("length_ok", 0.2), ("lang_match", 0.0),
+    ("repetition", 0.1), ("copy", 0.0), ("echo", 0.1), ("refusal", 0.0), ("pii_leak", 0.0), ("grounding", 0.3),
+    ("coverage", 0.0), ("judge_faithfulness", 0.25),
+])
+def test_row_gate_rejects_each_dimension_with_its_reason(settings, dim, bad):
+    rows = [_row(i) for i in range(10)]
+    findings = {dim: {"evidence": "here"}}
+    rows[3] = _row(3, **{f"q_{dim}": bad, "quality_findings": json.dumps(findings)})
+    res = _gate(rows, settings)
+    rej = res.rejected.to_pylist()
+    assert [r["prompt_id"] for r in rej] == ["p003"] and rej[0]["reason_code"] == REASON_CODES[dim]
+    detail = json.loads(rej[0]["reason_detail"])[0]
+    assert detail["column"] == f"q_{dim}" and detail["observed"] == bad
+    assert detail["min_value"] == settings.quality.thresholds[dim] and detail["evidence"] == {"evidence": "here"}
+
+
+def test_row_gate_combines_reasons_and_checks_required_columns(settings):
     rows = [_row(i) for i in range(10)]
     rows[1] = _row(1, q_schema_valid=0.0, overall_score=0.7)
-    rows[2] = _row(2, q_repetition=0.1)
-    rows[3] = _row(3, q_not_truncated=0.0)
-    rows[4] = _row(4, q_grounding=0.2)
-    rows[5] = _row(5, q_copy=0.0)
     rows[6] = _row(6, output_text=None)
-    res = apply_gates(schemas.table(schemas.SCORED, rows), settings)
+    res = _gate(rows, settings)
     got = {r["prompt_id"]: r["reason_code"] for r in res.rejected.to_pylist()}
-    assert got == {"p001": "schema_invalid,low_overall_score", "p002": "repetitive", "p003": "truncated",
-                   "p004": "ungrounded", "p005": "copies_dialogue", "p006": "missing_output_text"}
-    detail = json.loads(res.rejected.to_pylist()[1]["reason_detail"])[0]
-    assert detail["column"] == "q_repetition" and detail["observed"] == 0.1 and detail["min_value"] == 0.5
-    assert res.accepted.num_rows == 4 and res.stats["accept_rate"] == 0.4
-    assert res.batch_success
-    assert res.row_results["success"] is False and res.batch_results["success"] is True
+    assert got == {"p001": "schema_invalid,low_overall_score", "p006": "missing_output_text"}
+    assert res.accepted.num_rows == 8 and res.stats["accept_rate"] == 0.8
+    assert res.row_results["success"] is False and res.batch_success
+
+
+def test_unjudged_records_are_not_rejected_for_missing_judge_scores(settings):
+    rows = [_row(i) for i in range(10)]  # q_judge_* are null
+    rows[2] = _row(2, q_judge_faithfulness=1.0, q_judge_completeness=0.75, judge_status="ok")
+    assert _gate(rows, settings).rejected.num_rows == 0
 
 
 def test_batch_gate_fails_on_low_accept_rate(make_settings):
     s = make_settings(DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0.5")
     rows = [_row(i, q_repetition=0.0) for i in range(6)] + [_row(10 + i) for i in range(4)]
-    res = apply_gates(schemas.table(schemas.SCORED, rows), s)
+    res = _gate(rows, s)
     assert not res.batch_success
     assert any(f.startswith("accept_rate_below_min") for f in res.failed_batch_expectations)
     assert res.stats["scored_in"] == res.stats["accepted"] + res.stats["rejected"] == 10
 
 
+def test_batch_gate_checks_each_dimension_mean(make_settings):
+    s = make_settings(DIALINSIGHT__GATES__MIN_MEAN__GROUNDING="0.8", DIALINSIGHT__QUALITY__THRESHOLDS__GROUNDING="0.5")
+    res = _gate([_row(i, q_grounding=0.6 + i / 100) for i in range(10)], s)
+    assert not res.batch_success and any(f.startswith("mean_grounding_below_min") for f in res.failed_batch_expectations)
+
+
+def test_score_collapse_alarm(make_settings):
+    s = make_settings(DIALINSIGHT__GATES__COLLAPSE__MIN_ROWS="5")
+    judged = dict(q_judge_faithfulness=1.0, q_judge_completeness=1.0, judge_status="ok")
+    collapsed = [_row(i, **judged) for i in range(10)]  # the judge gives everything the same score
+    res = _gate(collapsed, s)
+    assert not res.batch_success
+    assert any(f.startswith("score_collapse_q_judge_faithfulness") for f in res.failed_batch_expectations)
+    spread = [_row(i, **{**judged, "q_judge_faithfulness": [0.5, 0.75, 1.0][i % 3]}) for i in range(10)]
+    spread = [dict(r, q_judge_completeness=r["q_judge_faithfulness"]) for r in spread]
+    assert _gate(spread, s).batch_success
+
+
+def test_collapse_check_skipped_and_reported_on_small_samples(settings):
+    rows = [_row(i, q_judge_faithfulness=1.0, q_judge_completeness=1.0, judge_status="ok") for i in range(3)]
+    res = _gate(rows + [_row(i) for i in range(3, 10)], settings)
+    assert res.batch_success
+    assert any(sk["check"] == "score_collapse_q_judge_faithfulness" for sk in res.stats["skipped_checks"])
+
+
+def test_judge_failure_rate(make_settings):
+    s = make_settings(DIALINSIGHT__GATES__MAX_JUDGE_FAILURE_RATE="0.2")
+    rows = [_row(i, judge_status="failed:http_500" if i < 3 else "ok") for i in range(10)]
+    res = _gate(rows, s)
+    assert any(f.startswith("judge_failure_rate_above_max") for f in res.failed_batch_expectations)
+
+
+def test_task_mix_within_tolerance(make_settings):
+    s = make_settings(DIALINSIGHT__GATES__TASK_MIX_MIN_ROWS="10", DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.1")
+    assert _gate([_row(i) for i in range(40)], s).batch_success  # 30/30/20/20 vs targets 30/25/20/25
+    skewed = [_row(i, task_family="summarisation") for i in range(40)]
+    res = _gate(skewed, s)
+    assert not res.batch_success
+    failed = {f.split(":")[0] for f in res.failed_batch_expectations}
+    assert failed == {"task_mix_information_extraction", "task_mix_summarisation", "task_mix_dialogue_generation",
+                      "task_mix_data_analysis"}
+
+
+def test_row_count_against_previous_snapshot(settings):
+    rows = [_row(i) for i in range(40)]
+    prev = Baseline("2026-11-24/x", accepted=100, dialogues_read=50, params={"max_dialogues": 0})
+    res = _gate(rows, settings, baseline=prev, dialogues_read=50, params={"max_dialogues": 0})
+    assert not res.batch_success
+    assert any(f.startswith("row_count_implausible_vs_previous") for f in res.failed_batch_expectations)
+    ok = _gate(rows, settings, baseline=Baseline("x", 60, 50, {"max_dialogues": 0}), dialogues_read=50,
+               params={"max_dialogues": 0})
+    assert ok.batch_success
+    # a smaller run (e.g. the demo) is compared per dialogue read, not to the full nightly count
+    assert expected_rows(settings, Baseline("x", 600, 300, {"max_dialogues": 0}), 20, {"max_dialogues": 20}) == 40
+    assert isinstance(expected_rows(settings, None, 20, {}), str)
+    first = _gate(rows, settings)
+    assert first.batch_success and any(sk["check"] == "row_count_vs_previous" for sk in first.stats["skipped_checks"])
+
+
 def test_empty_batch_fails_min_rows(settings):
-    res = apply_gates(schemas.table(schemas.SCORED, []), settings)
+    res = _gate([], settings)
     assert not res.batch_success and res.accepted.num_rows == 0
 
 
 def test_suite_is_built_from_config(make_settings):
-    s = make_settings(DIALINSIGHT__QUALITY__OVERALL_MIN="0.8")
+    s = make_settings(DIALINSIGHT__QUALITY__OVERALL_MIN="0.8", DIALINSIGHT__QUALITY__THRESHOLDS__ECHO="0.7")
     exps = {code: kw for code, _, kw in row_expectations(s)}
     assert exps["low_overall_score"]["min_value"] == 0.8
-    assert exps["repetitive"]["min_value"] == s.quality.repetition_min
+    assert exps["echoes_instruction"]["min_value"] == 0.7
+    assert exps["repetitive"]["min_value"] == s.quality.thresholds["repetition"]
+
+
+def test_results_and_data_docs_are_produced(settings):
+    res = apply_gates(schemas.table(schemas.SCORED, [_row(i) for i in range(10)]), settings)
+    try:
+        assert set(res.results) == {"row_gate", "batch_gate", "batch_accepted_gate"}
+        assert (res.data_docs_dir / "index.html").exists()
+        pages = list((res.data_docs_dir / "validations").rglob("*.html"))
+        assert {p.parts[len(res.data_docs_dir.parts) + 1] for p in pages} >= {"row_gate", "batch_gate"}
+        assert res.suites["row_gate"]["version"] == settings.gates.suite_version and res.suites["row_gate"]["hash"]
+    finally:
+        remove_docs(res)
+    assert not res.data_docs_dir.exists()

@@ -57,28 +57,113 @@ def test_copy_of_dialogue():
     assert rules.score_copy("客户预算每月四千五，经纪人推荐了阳光花园。", DIALOGUE_ZH, 8) > 0.8
 
 
-def test_grounding_catches_invented_numbers_and_topics():
-    ok = "The customer wants a 1 bedroom apartment on floor 15 with a budget of 3996 credits."
-    assert rules.score_grounding(ok, DIALOGUE_EN, DIALOGUE_EN) == 1.0
-    invented_price = "The customer wants a 1 bedroom apartment for 9999 credits."
-    assert rules.score_grounding(invented_price, DIALOGUE_EN, DIALOGUE_EN) <= 0.75
-    off_topic = "Dream vacation with catering services and a luxury yacht cruise."
-    assert rules.score_grounding(off_topic, DIALOGUE_EN, DIALOGUE_EN) < 0.6
-    # character bigrams straddle word boundaries ("户预"), so grounded Chinese scores high, not 1.0
-    assert rules.score_grounding("客户预算每月4500元，想要朝南阳台。", DIALOGUE_ZH, DIALOGUE_ZH) >= 0.8
-    assert rules.score_grounding("客户预算每月9000元，想要海景别墅和游艇。", DIALOGUE_ZH, DIALOGUE_ZH) < 0.6
-
-
 def test_content_text_reads_json_values():
     out = json.dumps({"summary": "A flat", "key_points": ["floor 15", "3996 credits"], "rating": 4})
     assert rules.content_text(out, out) == "A flat\nfloor 15\n3996 credits\n4"
     assert rules.content_text("raw text", None) == "raw text"
 
 
-def test_overall_is_weighted_mean_in_unit_interval():
-    dims = dict.fromkeys(rules.DIMENSIONS, 1.0)
-    weights = dict.fromkeys(rules.DIMENSIONS, 1.0)
-    assert rules.overall(dims, weights) == 1.0
-    dims["schema_valid"] = 0.0
-    weights["schema_valid"] = 3.0
-    assert rules.overall(dims, weights) == pytest.approx(7 / 10)
+def test_repetition_catches_character_loops():
+    assert rules.score_repetition("ok" + "!" * 30) == 0.0
+    assert rules.score_repetition("哈" * 20) == 0.0
+    assert rules.score_repetition("abcabcabcabcabcabcabcabc") == 0.0  # one token, still a loop
+    assert rules.score_repetition("The price is 10000000 per year.") == 1.0  # long numbers are not loops
+
+
+ECHO_INSTR = "Summarise the conversation in two or three sentences: what the customer wanted and what was agreed."
+
+
+def test_echo_of_the_instruction_en_and_zh():
+    assert rules.score_echo("The customer wanted a one bedroom flat; a viewing was booked for Friday.", ECHO_INSTR, 4)[0] == 1.0
+    score, share = rules.score_echo(ECHO_INSTR, ECHO_INSTR, 4)
+    assert score == 0.0 and share == 1.0
+    zh_instr = "用两三句话总结这段对话：客户想要什么，最后达成了什么。"
+    assert rules.score_echo("客户想租两室一厅，约好周二下午看房。", zh_instr, 4)[0] > 0.8
+    assert rules.score_echo("总结这段对话：客户想要什么，最后达成了什么。", zh_instr, 4)[0] < 0.2
+
+
+@pytest.mark.parametrize("text", [
+    "As an AI language model, I cannot access the dialogue.",
+    "I'm sorry, I cannot help with this request.",
+    "I cannot complete this task without more information.",
+    "There is no dialogue provided.",
+    "作为一个AI语言模型，我无法回答这个问题。",
+    "抱歉，我无法完成这个任务。",
+])
+def test_refusal_caught_en_and_zh(text):
+    score, hit = rules.score_refusal(text)
+    assert score == 0.0 and hit["kind"] == "refusal"
+
+
+@pytest.mark.parametrize("text", [
+    "The customer wants a flat. I hope this helps!",
+    "Certainly! Here is the JSON you asked for: the customer wants a flat.",
+    "The customer wants a flat. Let me know if you need anything else.",
+    "以下是您要求的JSON：客户想租房。",
+    "客户想租两室一厅。希望以上信息对您有帮助。",
+])
+def test_boilerplate_caught_en_and_zh(text):
+    score, hit = rules.score_refusal(text)
+    assert score == 0.0 and hit["kind"] == "boilerplate"
+
+
+@pytest.mark.parametrize("text", [
+    "I'm sorry, that flat was rented yesterday, but I can show you a similar one.",  # the agent's voice
+    "I cannot lower the rent further, but the deposit can be split.",
+    "抱歉，这套房子已经租出去了，我可以带您看类似的。",
+    "我不能再降价了，不过押金可以分两次付。",
+    "The customer wants a one bedroom flat near a school.",
+])
+def test_refusal_precision_agent_speech_is_not_a_refusal(text):
+    assert rules.score_refusal(text) == (1.0, None)
+
+
+def test_boilerplate_exempt_when_the_family_speaks_as_the_agent():
+    reply = "The flat is available from May. Let me know if you have any other questions."
+    assert rules.score_refusal(reply, boilerplate=False)[0] == 1.0
+    assert rules.score_refusal(reply, boilerplate=True)[0] == 0.0
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("Call the customer on 138 1234 5678.", "phone"),
+    ("客户手机13812345678，请回电。", "phone"),
+    ("The agent's office number is (415) 555-2671.", "phone"),
+    ("客户身份证号11010519491231002X。", "id_number"),
+    ("Send the contract to li.wei@example.com.", "email"),
+    ("The flat is unit 12B on the fifth floor.", "unit_number"),
+    ("房子在3号楼2单元501室。", "unit_number"),
+])
+def test_pii_leak_caught_en_and_zh(text, kind):
+    score, hit = rules.score_pii_leak(text)
+    assert score == 0.0 and kind in hit
+
+
+@pytest.mark.parametrize("text", [
+    "Rent is $1,200 per month for 89 square metres on floor 15.",
+    "两室一厅，89㎡，12楼，月租4500元，2024年5月3日起租。",
+    "3室1厅，总价350万，首付105万。",
+    "The viewing is on 2024-05-03 at 3pm; the budget is 3500-4000.",
+    "Contact: [PHONE], [EMAIL]",  # placeholders from redaction are not PII
+])
+def test_pii_precision_domain_facts_survive(text):
+    assert rules.score_pii_leak(text) == (1.0, None)
+
+
+def test_score_record_returns_every_rule_dimension_with_evidence():
+    label = {"output_text": '{"summary": "As an AI, call 13812345678", "key_points": []}',
+             "output_json": '{"key_points": [], "summary": "As an AI, call 13812345678"}', "finish_reason": "stop"}
+    ctx = rules.RuleContext("summarisation", "en", DIALOGUE_EN, ECHO_INSTR, SCHEMA, 5, 500)
+    dims, findings = rules.score_record(label, ctx, 8)
+    assert set(dims) == set(rules.RULE_DIMENSIONS) and all(0 <= v <= 1 for v in dims.values())
+    assert dims["refusal"] == 0.0 and dims["pii_leak"] == 0.0
+    assert findings["pii_leak"] == {"phone": ["13812345678"]} and findings["refusal"]["kind"] == "refusal"
+
+
+def test_no_pii_false_positives_on_the_star_sample(settings):
+    """Precision on real data: 4,980 real apartment-rental turns (prices, floors, times) hold no PII."""
+    from dialinsight_core.ingest import ingest
+    from dialinsight_core.pii import find_pii
+
+    texts = ingest(settings).turns.column("text").to_pylist()
+    assert len(texts) > 1000
+    assert [m for t in texts for m in find_pii(t)] == []

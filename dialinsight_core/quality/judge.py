@@ -1,0 +1,143 @@
+"""LLM judge of the quality cascade (DESIGN.md section 1.8): the expensive layer, used sparingly.
+
+Only records the cheaper layers leave in doubt (they pass every row threshold but their
+pre-judge score lies in a configured band) and a seeded random audit sample are judged, never
+more than ``quality.judge.max_share`` of the batch. The judge goes through the same engine
+interface as labeling, with a JSON schema as structured output, so its reply parses on vLLM; a
+reply that still fails (server error, truncated, malformed, out-of-range or hostile) marks the
+record ``judge_status = failed:<reason>`` and leaves its cheaper scores in charge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from dialinsight_core.config import JUDGE_DIMENSIONS, Settings
+from dialinsight_core.inference import Engine, LabelRequest, LabelResult
+
+__all__ = ["JUDGE_SCHEMA", "JudgeItem", "JudgeVerdict", "build_request", "judge_records", "parse_verdict",
+           "select_for_judge"]
+
+RUBRIC = tuple(d.removeprefix("judge_") for d in JUDGE_DIMENSIONS)  # faithfulness, completeness, ...
+RATIONALE_MAX = 300
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "rationale": {"type": "string", "minLength": 1, "maxLength": RATIONALE_MAX},
+        **{k: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for k in RUBRIC},
+    },
+    "required": ["rationale", *RUBRIC],
+    "additionalProperties": False,
+}
+_TEMPLATES = Path(__file__).parent / "templates"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    prompt_id: str
+    lang: str
+    dialogue: str
+    instruction: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    status: str  # "ok" or "failed:<reason>"
+    scores: dict[str, float] | None  # judge_<rubric> -> [0, 1] ((score - 1) / 4)
+    rationale: str | None
+    tokens: int
+
+
+def _audit_draw(seed: int, prompt_id: str) -> float:
+    from dialinsight_core.prompts import stable_int
+
+    return stable_int(seed, "judge-audit", prompt_id) / float(1 << 63)
+
+
+def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple[dict[str, str], dict[str, int]]:
+    """Which records the judge sees and why: {prompt_id: "audit" | "borderline"}, plus counts.
+
+    ``records`` carry ``prompt_id``, ``cheap_score`` and ``passes`` (every row threshold met).
+    The audit sample is drawn first (seeded by prompt id, so reruns judge the same records);
+    borderline records closest to the acceptance line fill the rest of the cap.
+    """
+    cfg = settings.quality.judge
+    cap = int(cfg.max_share * len(records))
+    if not cfg.enabled or cap == 0:
+        return {}, {"cap": cap, "audit": 0, "borderline_candidates": 0, "borderline": 0, "skipped_by_cap": 0}
+    draws = sorted((_audit_draw(settings.seed, r["prompt_id"]), r["prompt_id"]) for r in records)
+    audit = [pid for d, pid in draws if d < cfg.audit_fraction][:cap]
+    chosen = dict.fromkeys(audit, "audit")
+    band = sorted((r["cheap_score"], r["prompt_id"]) for r in records
+                  if r["passes"] and cfg.band_low <= r["cheap_score"] <= cfg.band_high and r["prompt_id"] not in chosen)
+    room = cap - len(chosen)
+    for _, pid in band[:room]:
+        chosen[pid] = "borderline"
+    counts = {"cap": cap, "audit": len(audit), "borderline_candidates": len(band), "borderline": min(room, len(band)),
+              "skipped_by_cap": max(len(band) - room, 0)}
+    return chosen, counts
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(_TEMPLATES), undefined=StrictUndefined, autoescape=False)
+
+
+def build_request(item: JudgeItem, settings: Settings, env: Environment | None = None) -> LabelRequest:
+    cfg = settings.quality.judge
+    env = env or _env()
+    lang = "zh" if item.lang == "zh" else "en"
+    user = env.get_template("judge_user.j2").render(
+        lang=lang, dialogue=item.dialogue[: cfg.max_dialogue_chars], instruction=item.instruction,
+        answer=item.answer[: cfg.max_answer_chars])
+    messages = [{"role": "system", "content": env.get_template("judge_system.j2").render(lang=lang)},
+                {"role": "user", "content": user}]
+    return LabelRequest(item.prompt_id, messages, JUDGE_SCHEMA)
+
+
+def parse_verdict(result: LabelResult) -> JudgeVerdict:
+    """Validate a judge reply; anything but four integer scores in 1..5 is a failure, not a guess."""
+    tokens = int(result.prompt_tokens or 0) + int(result.completion_tokens or 0)
+
+    def failed(reason: str) -> JudgeVerdict:
+        return JudgeVerdict(f"failed:{reason}", None, None, tokens)
+
+    if result.error_code:
+        return failed(result.error_code)
+    if result.finish_reason == "length":
+        return failed("truncated")
+    try:
+        data = json.loads(result.output_text or "")
+    except (json.JSONDecodeError, ValueError):
+        return failed("unparseable")
+    if not isinstance(data, dict):
+        return failed("not_an_object")
+    scores: dict[str, float] = {}
+    for key in RUBRIC:
+        v = data.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            return failed(f"missing_or_non_integer_{key}")
+        if not 1 <= v <= 5:
+            return failed(f"out_of_range_{key}")
+        scores[f"judge_{key}"] = (v - 1) / 4
+    rationale = data.get("rationale")
+    rationale = _CONTROL.sub(" ", rationale).strip()[:RATIONALE_MAX] if isinstance(rationale, str) else None
+    return JudgeVerdict("ok", scores, rationale or None, tokens)
+
+
+def judge_records(items: list[JudgeItem], engine: Engine, settings: Settings) -> dict[str, JudgeVerdict]:
+    """One rubric call per item through the engine; a verdict for every item, failures included."""
+    if not items:
+        return {}
+    env = _env()
+    results = engine.generate([build_request(i, settings, env) for i in items])
+    if len(results) != len(items):
+        raise AssertionError(f"judge engine returned {len(results)} results for {len(items)} requests")
+    return {i.prompt_id: parse_verdict(r) for i, r in zip(items, results, strict=True)}

@@ -1,0 +1,208 @@
+"""The quality cascade over a batch of labels: rules -> grounding -> judge -> aggregation.
+
+Every record gets every rule and grounding dimension; the judge runs only for the records
+``judge.select_for_judge`` picks. ``overall_score`` is the weighted mean of the dimensions that
+ran (weights from config), so it stays in [0, 1] whether or not the judge saw a record. The
+stats are the cost account of the cascade: how many records each layer scored, how long it
+took, the judge's tokens and share, and how often the audit sample agreed with the cheap layers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from dialinsight_core import schemas
+from dialinsight_core.config import DIMENSIONS, GROUNDING_DIMENSIONS, JUDGE_DIMENSIONS, RULE_DIMENSIONS, Settings
+from dialinsight_core.quality import grounding, judge, rules
+
+if TYPE_CHECKING:
+    from dialinsight_core.inference import Engine
+
+STAGE = "score"
+NOT_CLAIMS = frozenset({"not_mentioned"})  # JSON keys whose values name what the dialogue lacks
+
+
+@dataclass
+class ScoreResult:
+    scored: pa.Table
+    stats: dict[str, Any]
+
+
+def overall(dims: dict[str, float | None], weights: dict[str, float]) -> float:
+    """Weighted mean of the dimensions that have a score (a judge dimension is None when unjudged)."""
+    used = [(dims[d], w) for d, w in weights.items() if w > 0 and dims.get(d) is not None]
+    total = sum(w for _, w in used)
+    return round(sum(v * w for v, w in used) / total, 6) if total else 0.0
+
+
+def failed_thresholds(dims: dict[str, float | None], settings: Settings) -> list[str]:
+    return [d for d, t in settings.quality.thresholds.items() if dims.get(d) is not None and dims[d] < t]
+
+
+def _dialogue_texts(turns: pa.Table) -> tuple[dict[str, str], dict[str, str]]:
+    """Per dialogue: the turn texts alone (what copy and grounding compare against; role names
+    between turns would hide a pasted stretch) and the text with role names (what the judge reads)."""
+    from dialinsight_core.prompts import ROLE_NAMES
+
+    by_dialogue: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
+    for t in turns.select(["dialogue_id", "turn_idx", "role", "text", "lang"]).to_pylist():
+        by_dialogue[t["dialogue_id"]].append((t["turn_idx"], t["role"], t["text"], t["lang"]))
+    plain, named = {}, {}
+    for d, rows in by_dialogue.items():
+        names = ROLE_NAMES["zh" if rows[0][3] == "zh" else "en"]
+        plain[d] = "\n".join(text for _, _, text, _ in sorted(rows))
+        named[d] = "\n".join(f"{names.get(role, role)}: {text}" for _, role, text, _ in sorted(rows))
+    return plain, named
+
+
+def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructions: pa.Table,
+                 output_schemas: dict[str, dict[str, Any]], settings: Settings,
+                 judge_engine: Callable[[], Engine] | None = None) -> ScoreResult:
+    """labels (+ prompt, dialogue and instruction context) -> ``scored`` table and cost stats.
+
+    ``judge_engine`` builds the judge's engine; it is called only if some record needs the judge
+    (so a batch that needs none never loads a model). None disables the judge for this call.
+    """
+    q = settings.quality
+    t0 = time.perf_counter()
+    prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
+    instr_by_id = {i["instruction_id"]: i for i in instructions.to_pylist()}
+    dialogue_text, dialogue_named = _dialogue_texts(turns)
+    amenities = tuple(q.amenities)
+    rows: list[dict[str, Any]] = []
+    t_rules = t_ground = 0.0
+    for label in labels.to_pylist():
+        p = prompt_by_id[label["prompt_id"]]
+        fam = settings.task_families[p["task_family"]]
+        instr = instr_by_id.get(p["instruction_id"], {})
+        messages = json.loads(p["messages"])
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        prompt_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
+        dtext = dialogue_text.get(p["dialogue_id"], "")
+        schema = output_schemas[p["output_schema_id"]]
+        ctx = rules.RuleContext(p["task_family"], p["lang"], dtext, f"{system}\n{instr.get('text', '')}", schema,
+                                fam.min_chars, fam.max_chars, p["task_family"] not in q.boilerplate_exempt_families)
+        a = time.perf_counter()
+        dims, findings = rules.score_record(label, ctx, q.shingle_size, q.echo_shingle_size)
+        b = time.perf_counter()
+        facts_text = rules.content_text(label["output_text"], label["output_json"], numbers=False,
+                                        skip_keys=NOT_CLAIMS)
+        dims["grounding"], unsupported = grounding.score_grounding(facts_text, dtext, prompt_text, amenities)
+        expected = json.loads(instr.get("expected_fields") or "[]")
+        content = rules.content_text(label["output_text"], label["output_json"])
+        dims["coverage"], missing = grounding.score_coverage(content, label["output_json"], expected, schema)
+        t_rules += b - a
+        t_ground += time.perf_counter() - b
+        if unsupported:
+            findings["grounding"] = {"unsupported_facts": unsupported[:20]}
+        if missing:
+            findings["coverage"] = {"missing_fields": missing}
+        dims.update(dict.fromkeys(JUDGE_DIMENSIONS))
+        cheap = overall(dims, q.weights)
+        row = {c: p[c] for c in schemas.PROMPT_CONTEXT_COLUMNS}
+        row.update(label)
+        row["_dims"], row["_findings"] = dims, findings
+        row["_judge_item"] = judge.JudgeItem(label["prompt_id"], p["lang"], dialogue_named.get(p["dialogue_id"], ""),
+                                             instr.get("text", ""),
+                                             label["output_text"] or "")
+        row["cheap_score"] = cheap
+        row["_passes"] = not failed_thresholds(dims, settings) and cheap >= q.overall_min
+        rows.append(row)
+    t_cheap = time.perf_counter() - t0
+
+    # --- judge: only records in doubt + the audit sample, capped ---------------------------------
+    chosen, sel = judge.select_for_judge(
+        [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"]} for r in rows],
+        settings) if judge_engine is not None else ({}, {"cap": 0, "audit": 0, "borderline_candidates": 0,
+                                                          "borderline": 0, "skipped_by_cap": 0})
+    verdicts: dict[str, judge.JudgeVerdict] = {}
+    t_judge = 0.0
+    engine_desc: dict[str, Any] = {}
+    if chosen:
+        a = time.perf_counter()
+        engine = judge_engine()  # type: ignore[misc]
+        engine_desc = {"engine": engine.name, "model": engine.model}
+        try:
+            verdicts = judge.judge_records([r["_judge_item"] for r in rows if r["prompt_id"] in chosen], engine, settings)
+        finally:
+            engine.close()
+        t_judge = time.perf_counter() - a
+
+    out_rows = []
+    audit_pairs: list[tuple[bool, bool]] = []
+    for r in rows:
+        dims, findings = r.pop("_dims"), r.pop("_findings")
+        r.pop("_judge_item")
+        passes = r.pop("_passes")
+        v = verdicts.get(r["prompt_id"])
+        layers = ["rules", "grounding"]
+        r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None)
+        if v is not None:
+            r.update(judge_status=v.status, judge_rationale=v.rationale, judge_tokens=v.tokens)
+            if v.scores:
+                dims.update(v.scores)
+                layers.append("judge")
+                judge_pass = not [d for d in JUDGE_DIMENSIONS
+                                  if d in q.thresholds and v.scores[d] < q.thresholds[d]]
+                if chosen[r["prompt_id"]] == "audit":
+                    audit_pairs.append((passes, judge_pass))
+            else:
+                layers.append("judge_failed")
+                findings["judge"] = {"status": v.status}
+        r.update({f"q_{d}": dims[d] for d in DIMENSIONS})
+        r["overall_score"] = overall(dims, q.weights)
+        r["layers_run"] = ",".join(layers)
+        r["quality_findings"] = json.dumps(findings, ensure_ascii=False, sort_keys=True) if findings else None
+        out_rows.append(r)
+    scored = schemas.table(schemas.SCORED, out_rows)
+    stats = cost_stats(scored, sel, engine_desc, audit_pairs, t_cheap, t_rules, t_ground, t_judge)
+    if stats["labels_in"] != labels.num_rows or scored.num_rows != labels.num_rows:
+        raise AssertionError(f"score stage lost records: {stats}")
+    return ScoreResult(scored, stats)
+
+
+def cost_stats(scored: pa.Table, sel: dict[str, int], engine_desc: dict[str, Any], audit_pairs: list[tuple[bool, bool]],
+               t_cheap: float, t_rules: float, t_ground: float, t_judge: float) -> dict[str, Any]:
+    """The cascade's cost account: records per layer, judge share and tokens, audit agreement."""
+    n = scored.num_rows
+    status = [s for s in scored.column("judge_status").to_pylist() if s]
+    failed = Counter(s for s in status if s != "ok")
+    judge_tokens = sum(t or 0 for t in scored.column("judge_tokens").to_pylist())
+    label_tokens = sum((a or 0) + (b or 0) for a, b in zip(scored.column("prompt_tokens").to_pylist(),
+                                                           scored.column("completion_tokens").to_pylist(), strict=True))
+    agree = sum(1 for a, b in audit_pairs if a == b)
+    return {
+        "labels_in": n,
+        "scored": n,
+        "layers": {"rules": n, "grounding": n, "judge": len(status)},
+        "dimensions": {"rules": list(RULE_DIMENSIONS), "grounding": list(GROUNDING_DIMENSIONS),
+                       "judge": list(JUDGE_DIMENSIONS)},
+        "seconds": {"rules": round(t_rules, 3), "grounding": round(t_ground, 3), "rules_and_grounding_total": round(t_cheap, 3),
+                    "judge": round(t_judge, 3)},
+        "judge": {
+            **sel,
+            **engine_desc,
+            "judged": len(status),
+            "ok": len(status) - sum(failed.values()),
+            "failed": sum(failed.values()),
+            "failed_by_reason": dict(failed),
+            "share": round(len(status) / n, 4) if n else 0.0,
+            "tokens": judge_tokens,
+            "tokens_per_judged_record": round(judge_tokens / len(status), 1) if status else 0.0,
+            "label_tokens": label_tokens,
+            "judge_tokens_vs_label_tokens": round(judge_tokens / label_tokens, 4) if label_tokens else 0.0,
+        },
+        "audit": {
+            "judged_ok": len(audit_pairs),
+            "agreement": round(agree / len(audit_pairs), 4) if audit_pairs else None,
+            "cheap_pass_judge_fail": sum(1 for a, b in audit_pairs if a and not b),
+            "cheap_fail_judge_pass": sum(1 for a, b in audit_pairs if not a and b),
+        },
+    }

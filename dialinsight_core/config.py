@@ -136,10 +136,12 @@ class JudgeSettings(_Model):
     """LLM judge of the cascade: only for borderline records and a random audit sample."""
 
     enabled: bool = True
-    # a record that passes every row threshold and whose pre-judge overall score lies in
-    # [band_low, band_high] is "in doubt" and goes to the judge
+    # a record that passes every row threshold is "in doubt" (and goes to the judge) when its
+    # pre-judge overall score lies in [band_low, band_high], or when a graded dimension (one whose
+    # threshold is below 1) is less than doubt_margin above its threshold
     band_low: float = Field(default=0.75, ge=0, le=1)
     band_high: float = Field(default=0.9, ge=0, le=1)
+    doubt_margin: float = Field(default=0.1, ge=0, le=1)
     audit_fraction: float = Field(default=0.05, ge=0, le=1)  # random sample of all records, seeded
     max_share: float = Field(default=0.3, ge=0, le=1)  # hard cap: judged records / scored records
     max_answer_chars: int = Field(default=2000, ge=100)

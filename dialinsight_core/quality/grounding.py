@@ -49,7 +49,9 @@ _WEEKDAYS = {**{d: i for i, d in enumerate(["monday", "tuesday", "wednesday", "t
 _MONTHS = {m: i + 1 for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august",
                                            "september", "october", "november", "december"])}
 _MONTH_ABBR = {m[:3]: i for m, i in _MONTHS.items() if m != "may"}
-_ROLE_AND_CALENDAR = {"agent", "customer", "i", "json", *(d.rstrip("s") for d in _WEEKDAYS if d.isascii()), *_MONTHS}
+_ROLE_AND_CALENDAR = {"agent", "customer", "i", "json", "am", "pm", "ok", *(d.rstrip("s") for d in _WEEKDAYS if d.isascii()),
+                      *_MONTHS}
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d{1,2}[.)、]|[(（]\d{1,2}[)）])\s*")  # "1. ", "2) ", "（3）": numbering, not facts
 _PLACE_ZH = re.compile(r"[\u4e00-\u9fff]{1,6}?(小区|花园|公寓|大厦|广场|家园|苑|府|路|街|站|大道)")
 _CAPITALISED = re.compile(r"\b[A-Z][a-zA-Z'&-]+(?:\s+(?:of|on|the|at|de|&)?\s*[A-Z][a-zA-Z'&-]+)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“”()\[\]\n]|\s-)\s*$")
@@ -161,6 +163,8 @@ def _named(text: str, amenities: tuple[str, ...]) -> set[str]:
 
 def extract_facts(text: str, amenities: tuple[str, ...] = (), generous: bool = False) -> set[str]:
     """Canonical fact keys of ``text``: 'num:2500', 'time:3:00', 'weekday:1', 'amenity:balcony'."""
+    if not generous:
+        text = _LIST_MARKER.sub(" ", text)
     times, rest = _times(text, generous)
     facts = times | {f"num:{n}" for n in _numbers(rest, generous)} | _named(text, amenities)
     if generous:  # "at 3" in the dialogue supports "3pm" / "15:00" in the answer
@@ -181,7 +185,7 @@ def _names_en(text: str) -> set[str]:
             name = " ".join(words[1:])  # drop the sentence-initial word
         else:
             name = m.group()
-        words = name.split()
+        words = [w for w in name.split() if not (w == "I" or w.startswith(("I'", "I’")))]  # I, I'm, I'll
         while words and words[0].lower() in stop:  # "on Friday" -> "Friday"
             words.pop(0)
         name = " ".join(words)

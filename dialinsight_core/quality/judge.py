@@ -65,9 +65,10 @@ def _audit_draw(seed: int, prompt_id: str) -> float:
 def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple[dict[str, str], dict[str, int]]:
     """Which records the judge sees and why: {prompt_id: "audit" | "borderline"}, plus counts.
 
-    ``records`` carry ``prompt_id``, ``cheap_score`` and ``passes`` (every row threshold met).
-    The audit sample is drawn first (seeded by prompt id, so reruns judge the same records);
-    borderline records closest to the acceptance line fill the rest of the cap.
+    ``records`` carry ``prompt_id``, ``cheap_score``, ``passes`` (every row threshold met) and
+    ``margin`` (how far the closest graded dimension is above its threshold). The audit sample is
+    drawn first (seeded by prompt id, so reruns judge the same records); borderline records
+    closest to a threshold fill the rest of the cap.
     """
     cfg = settings.quality.judge
     cap = int(cfg.max_share * len(records))
@@ -76,10 +77,11 @@ def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple
     draws = sorted((_audit_draw(settings.seed, r["prompt_id"]), r["prompt_id"]) for r in records)
     audit = [pid for d, pid in draws if d < cfg.audit_fraction][:cap]
     chosen = dict.fromkeys(audit, "audit")
-    band = sorted((r["cheap_score"], r["prompt_id"]) for r in records
-                  if r["passes"] and cfg.band_low <= r["cheap_score"] <= cfg.band_high and r["prompt_id"] not in chosen)
+    band = sorted((r.get("margin", 1.0), r["cheap_score"], r["prompt_id"]) for r in records
+                  if r["passes"] and r["prompt_id"] not in chosen
+                  and (cfg.band_low <= r["cheap_score"] <= cfg.band_high or r.get("margin", 1.0) < cfg.doubt_margin))
     room = cap - len(chosen)
-    for _, pid in band[:room]:
+    for _, _, pid in band[:room]:
         chosen[pid] = "borderline"
     counts = {"cap": cap, "audit": len(audit), "borderline_candidates": len(band), "borderline": min(room, len(band)),
               "skipped_by_cap": max(len(band) - room, 0)}

@@ -114,12 +114,15 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
                                              label["output_text"] or "")
         row["cheap_score"] = cheap
         row["_passes"] = not failed_thresholds(dims, settings) and cheap >= q.overall_min
+        graded = [dims[d] - t for d, t in q.thresholds.items() if t < 1 and dims.get(d) is not None]
+        row["_margin"] = round(min(graded), 6) if graded else 1.0
         rows.append(row)
     t_cheap = time.perf_counter() - t0
 
     # --- judge: only records in doubt + the audit sample, capped ---------------------------------
     chosen, sel = judge.select_for_judge(
-        [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"]} for r in rows],
+        [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"], "margin": r["_margin"]}
+         for r in rows],
         settings) if judge_engine is not None else ({}, {"cap": 0, "audit": 0, "borderline_candidates": 0,
                                                           "borderline": 0, "skipped_by_cap": 0})
     verdicts: dict[str, judge.JudgeVerdict] = {}
@@ -141,6 +144,7 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
         dims, findings = r.pop("_dims"), r.pop("_findings")
         r.pop("_judge_item")
         passes = r.pop("_passes")
+        r.pop("_margin")
         v = verdicts.get(r["prompt_id"])
         layers = ["rules", "grounding"]
         r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None)

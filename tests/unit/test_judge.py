@@ -45,6 +45,14 @@ def test_clear_accepts_and_hard_failures_are_not_judged_except_audit(make_settin
     assert chosen == {}
 
 
+def test_a_graded_dimension_just_above_its_threshold_is_in_doubt(make_settings):
+    s = make_settings(DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="0", DIALINSIGHT__QUALITY__JUDGE__DOUBT_MARGIN="0.1")
+    records = [dict(r, margin=0.5) for r in _records(20, cheap=0.99)]
+    records[3]["margin"], records[7]["margin"] = 0.02, 0.08  # e.g. grounding 0.62 and 0.68 vs threshold 0.6
+    chosen, counts = select_for_judge(records, s)
+    assert chosen == {"p0003": "borderline", "p0007": "borderline"} and counts["borderline_candidates"] == 2
+
+
 def test_disabled_judge_selects_nothing(make_settings):
     s = make_settings(DIALINSIGHT__QUALITY__JUDGE__ENABLED="false")
     assert select_for_judge(_records(100), s)[0] == {}

@@ -77,7 +77,7 @@ def test_every_record_gets_every_cheap_dimension_and_the_judge_sees_only_its_sha
 
 def test_no_record_in_doubt_means_no_judge_engine_is_built(make_settings):
     s = make_settings(DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="0", DIALINSIGHT__QUALITY__JUDGE__BAND_LOW="0.0",
-                      DIALINSIGHT__QUALITY__JUDGE__BAND_HIGH="0.0")
+                      DIALINSIGHT__QUALITY__JUDGE__BAND_HIGH="0.0", DIALINSIGHT__QUALITY__JUDGE__DOUBT_MARGIN="0")
     labels, prompts, turns, lib, out_schemas = _batch(s, n=4)
 
     def never():

@@ -103,9 +103,15 @@ def dialinsight_nightly() -> None:
 
     @task
     def gate(ingest_out: dict[str, Any], score_out: dict[str, Any]) -> dict[str, Any]:
-        from dialinsight_core.pipeline import run_gate
+        """GX suites; a failing batch gate fails at once (a data verdict, not a transient fault: no retries)."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return run_gate(_ctx(), score_out, ingest_out)
+        from dialinsight_core.pipeline import BatchGateFailed, run_gate
+
+        try:
+            return run_gate(_ctx(), score_out, ingest_out)
+        except BatchGateFailed as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def publish(ingest_out: dict, prompts_out: dict, label_outs: list[dict], score_out: dict, gate_out: dict) -> dict:

@@ -182,8 +182,9 @@ def run_gate(ctx: RunContext, score_out: dict[str, Any], ingest_out: dict[str, A
 
     dialogues_read = ingest_out["stats"]["files_read"] if ingest_out else None
     res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings,
-                      previous_baseline(ctx), dialogues_read, ctx.params)
-    gx_prefix = ctx.key("gate/gx")
+                      previous_baseline(ctx), dialogues_read, ctx.params, run_name=ctx.paths.snapshot_id.replace("/", "_"))
+    # one folder per attempt: a retried gate never mixes its evidence with an earlier attempt's
+    gx_prefix = ctx.key(f"gate/gx/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
     try:
         for name, result in res.results.items():
             ctx.store.write_json(f"{gx_prefix}/{name}.json", result)

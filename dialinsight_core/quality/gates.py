@@ -166,12 +166,13 @@ class _Suites:
     """One ephemeral GX context per gate run; each suite runs through a checkpoint that also
     updates a Data Docs site in a temporary folder."""
 
-    def __init__(self, version: str, docs: bool):
+    def __init__(self, version: str, docs: bool, run_name: str | None = None):
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
         self.version = version
+        self.run_name = run_name
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
         self.docs_dir: Path | None = None
@@ -200,7 +201,10 @@ class _Suites:
         actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if self.docs_dir else []
         cp = self.ctx.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd],
                                                     actions=actions, result_format={"result_format": "COMPLETE"}))
-        res = cp.run(batch_parameters={"dataframe": df})
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        run_name = self.run_name.replace("/", "_").replace("\\", "_") if self.run_name else None  # GX store keys
+        res = cp.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
         return next(iter(res.run_results.values()))
 
 
@@ -213,9 +217,11 @@ def _kwargs(r: Any) -> dict[str, Any]:
 
 
 def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None = None,
-                dialogues_read: int | None = None, params: dict[str, Any] | None = None) -> GateResult:
+                dialogues_read: int | None = None, params: dict[str, Any] | None = None,
+                run_name: str | None = None) -> GateResult:
+    """Row gate, then both batch suites; ``run_name`` labels the Data Docs pages (the snapshot id)."""
     g = settings.gates
-    suites = _Suites(g.suite_version, g.data_docs)
+    suites = _Suites(g.suite_version, g.data_docs, run_name)
     df = scored.to_pandas()
     df.index = pd.RangeIndex(len(df))
     results: dict[str, Any] = {}

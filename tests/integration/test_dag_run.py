@@ -71,20 +71,30 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     assert manifest["gx"]["batch_gate_success"] is True
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"dialinsight/{snap}/")["Contents"]}
     assert {f"dialinsight/{snap}/{k}" for k in ("manifest.json", "gx/row_gate.json", "gx/batch_gate.json",
-                                                "quarantined/part-00000.parquet")} <= keys
+                                                "gx/batch_accepted_gate.json", "gx/summary.json",
+                                                "gx/data_docs/index.html", "quarantined/part-00000.parquet")} <= keys
+    assert manifest["quality_cost"]["layers"]["rules"] == c["accepted"] + c["rejected"]
+    assert manifest["quality_cost"]["judge"]["judged"] <= 0.3 * (c["accepted"] + c["rejected"])
 
 
 @pytest.mark.timeout(600)
 def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db, s3_env, monkeypatch):
     s3, bucket, _ = s3_env
     monkeypatch.setenv("DIALINSIGHT__GATES__MIN_ACCEPT_RATE", "0.99")
+    # retries on: a batch-gate verdict must fail at once (AirflowFailException), not be retried
+    monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "2")
+    monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRY_DELAY_S", "1")
     dag = _load_dag()
     run = dag.test(logical_date=datetime(2026, 11, 25, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 6})
     assert run.state == "failed"
-    states = {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index < 0}
-    assert states["gate"] == "failed" and states["publish"] == "upstream_failed"
+    tis = {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 0}
+    assert tis["gate"].state == "failed" and tis["publish"].state == "upstream_failed"
+    assert tis["gate"].try_number == 1
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="dialinsight/snapshots/")
     assert listed.get("KeyCount", 0) == 0  # no snapshot, no latest.json
+    evidence = s3.list_objects_v2(Bucket=bucket, Prefix="dialinsight/work/ds=2026-11-25/")["Contents"]
+    keys = {o["Key"].split("/gate/gx/", 1)[-1].split("/", 1)[1] for o in evidence if "/gate/gx/" in o["Key"]}
+    assert {"batch_gate.json", "summary.json", "data_docs/index.html"} <= keys
 
 
 @pytest.mark.timeout(600)

@@ -233,8 +233,10 @@ class FakeOpenAIServer:
 
 
 def planted(share: float, bad: str = "repeat", salt: str = "") -> Callable[[dict[str, Any]], str]:
-    """Plan giving ``bad`` to a deterministic ``share`` of prompts (by prompt content hash)."""
+    """Plan giving ``bad`` to a deterministic ``share`` of label prompts (by content hash); judge calls get "good"."""
     def plan(body: dict[str, Any]) -> str:
+        if is_judge(body):
+            return "good"
         text = json.dumps(body["messages"], sort_keys=True) + salt
         return bad if int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share else "good"
 

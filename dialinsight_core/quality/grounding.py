@@ -53,7 +53,8 @@ _ROLE_AND_CALENDAR = {"agent", "customer", "i", "json", "am", "pm", "ok", *(d.rs
                       *_MONTHS}
 _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d{1,2}[.)、]|[(（]\d{1,2}[)）])\s*")  # "1. ", "2) ", "（3）": numbering, not facts
 _PLACE_ZH = re.compile(r"[\u4e00-\u9fff]{1,6}?(小区|花园|公寓|大厦|广场|家园|苑|府|路|街|站|大道)")
-_CAPITALISED = re.compile(r"\b[A-Z][a-zA-Z'&-]+(?:\s+(?:of|on|the|at|de|&)?\s*[A-Z][a-zA-Z'&-]+)*")
+# capitalised words joined by spaces or "of/on/the/at/de/&" (never across lines: one JSON value per line)
+_CAPITALISED = re.compile(r"\b[A-Z][a-zA-Z'&-]+(?:[ \t]+(?:(?:of|on|the|at|de|&)[ \t]+)?[A-Z][a-zA-Z'&-]+)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“”()\[\]\n]|\s-)\s*$")
 
 

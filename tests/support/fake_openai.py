@@ -52,8 +52,8 @@ def _good_text(user: str, salt: str, zh: bool) -> str:
     words = [w for w in re.findall(r"[A-Za-z]{4,}", user) if w.lower() not in {"dialogue", "agent", "customer"}]
     h = int(hashlib.sha256((user + salt).encode()).hexdigest(), 16)
     dialogue = user[: user.find(instr)] if instr in user else user
-    asks = sorted({w.lower() for w in re.findall(r"[A-Za-z]{4,}", instr)
-                   if w.lower() in dialogue.lower() or w.lower() not in _AMENITY_WORDS})[:8]
+    asks = sorted({w.lower() for w in re.findall(r"[A-Za-z]{3,}", instr)
+                   if w.lower() in dialogue.lower() or w.lower() not in _AMENITY_WORDS})[:12]
     question = "" if not salt.startswith("reply") else ("您方便什么时候看房？" if zh else " When would you like to visit?")
     if zh:
         chars = _CJK.findall(user) or ["房"]

@@ -118,3 +118,9 @@ def test_coverage_json_key_and_chinese():
 def test_coverage_without_expected_fields_uses_required_keys():
     assert score_coverage("x", '{"findings": ["a"], "conclusion": "b"}', [], SCHEMA) == (1.0, [])
     assert score_coverage("x", '{"findings": [], "conclusion": "b"}', [], SCHEMA) == (0.5, ["findings"])
+
+
+def test_capitalised_words_at_line_starts_are_not_names():
+    # one JSON value per line: "The" ending one value and "Main" starting the next are not a name
+    text = "Points raised by the customer: budget. The\nMain topics were the flat\nI'm sure\n1. Viewing is fine"
+    assert score_grounding(text, DIALOGUE_EN, PROMPT, AMENITIES)[1] == []

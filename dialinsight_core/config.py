@@ -54,11 +54,26 @@ class StorageSettings(_Model):
 
 
 class SourceSettings(_Model):
+    """One transcript source. Adapters: ``star`` (one STAR JSON file per dialogue), ``jsonl`` (one
+    dialogue per line with a list of turns), ``csv`` / ``parquet`` (one turn per row)."""
+
     name: str = Field(pattern=r"^[a-z0-9_]+$")
-    adapter: Literal["star"] = "star"
+    adapter: Literal["star", "jsonl", "csv", "parquet"] = "star"
     uri: str
-    # STAR task name -> scene of the taxonomy
+    # source scene/task label -> scene of the taxonomy
     scene_map: dict[str, str] = Field(default_factory=dict)
+    # source role label -> agent | customer (e.g. {usr: customer, sys: agent, 客户: customer, 经纪人: agent})
+    roles: dict[str, str] = Field(default_factory=dict)
+    # canonical field -> source field name; keys: dialogue_id, turns, role, text, turn_idx, scene
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - {"dialogue_id", "turns", "role", "text", "turn_idx", "scene"})
+        if unknown:
+            raise ValueError(f"unknown canonical fields {unknown}")
+        return v
 
 
 class IngestSettings(_Model):
@@ -66,6 +81,9 @@ class IngestSettings(_Model):
     min_turns: int = Field(default=2, ge=1)
     max_turns: int = Field(default=200, ge=2)
     max_turn_chars: int = Field(default=4000, ge=10)
+    # near-duplicate dialogues: MinHash over character shingles (works for Chinese), banded LSH
+    near_dup_threshold: float = Field(default=0.8, gt=0, le=1)  # estimated Jaccard of shingle sets
+    near_dup_shingle: int = Field(default=5, ge=2)
 
 
 class SceneSettings(_Model):

@@ -1,7 +1,9 @@
 """Ingest: source adapters -> canonical ``turns`` and ``dialogues`` tables + quarantine.
 
 Every file read leaves this stage as exactly one kept dialogue or one quarantined record with a
-reason (``files_read == kept + quarantined``); a malformed file never crashes the run.
+reason (``files_read == kept + quarantined``); a malformed file never crashes the run. PII is
+redacted here, before any later stage (or LLM) sees the text: typed placeholders, consistent
+within a dialogue, with per-dialogue and per-run counts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,8 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings, SourceSettings
+from dialinsight_core.dedup import LSHIndex, MinHasher
+from dialinsight_core.pii import Redactor
 from dialinsight_core.storage import ObjectStore, open_store
 
 STAGE = "ingest"
@@ -121,8 +125,111 @@ def parse_star(data: bytes, source_file: str) -> RawDialogue:
     return RawDialogue(str(did), source_file, turns, hints)
 
 
-Adapter = Callable[[bytes, str], RawDialogue]
-ADAPTERS: dict[str, tuple[str, Adapter]] = {"star": ("dialogues/", parse_star)}
+def _field(source: SourceSettings, name: str, default: str) -> str:
+    return source.fields.get(name, default)
+
+
+def _map_role(label: Any, source: SourceSettings) -> str:
+    """Source role label -> canonical role; an unmapped label stays as is (validation rejects it)."""
+    key = str(label).strip() if label is not None else ""
+    return source.roles.get(key, source.roles.get(key.lower(), key.lower()))
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidDialogue("bad_encoding", f"not UTF-8: {exc}") from None
+
+
+def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDialogue:
+    """One dialogue per JSON line: ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
+    text = _decode(line)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidDialogue("unreadable_json", f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidDialogue("malformed_structure", f"expected an object, got {type(doc).__name__}")
+    did = doc.get(_field(source, "dialogue_id", "id"))
+    turns_raw = doc.get(_field(source, "turns", "turns"))
+    if did is None or isinstance(did, dict | list):
+        field = _field(source, "dialogue_id", "id")
+        raise InvalidDialogue("malformed_structure", f"missing or invalid dialogue id field {field!r}")
+    if not isinstance(turns_raw, list):
+        raise InvalidDialogue("malformed_structure", f"field {_field(source, 'turns', 'turns')!r} is not a list")
+    rk, tk = _field(source, "role", "role"), _field(source, "text", "text")
+    turns: list[tuple[str, str, dict[str, Any]]] = []
+    for i, t in enumerate(turns_raw):
+        if not isinstance(t, dict):
+            raise InvalidDialogue("malformed_structure", f"turn {i} is not an object")
+        if not isinstance(t.get(tk), str):
+            raise InvalidDialogue("non_text_turn", f"turn {i} has {tk!r} of type {type(t.get(tk)).__name__}")
+        turns.append((_map_role(t.get(rk), source), t[tk], {"source_role": str(t.get(rk))}))
+    scene = doc.get(_field(source, "scene", "scene"))
+    return RawDialogue(str(did), where, turns, [str(scene)] if isinstance(scene, str) else [])
+
+
+def parse_turn_table(tbl: pa.Table, source: SourceSettings, where: str) -> Iterator[tuple[str, RawDialogue | InvalidDialogue]]:
+    """One turn per row (CSV / Parquet): rows grouped by dialogue id, ordered by turn index."""
+    did_k, idx_k = _field(source, "dialogue_id", "dialogue_id"), _field(source, "turn_idx", "turn_idx")
+    rk, tk, sk = _field(source, "role", "role"), _field(source, "text", "text"), _field(source, "scene", "scene")
+    missing = [c for c in (did_k, rk, tk) if c not in tbl.column_names]
+    if missing:
+        yield where, InvalidDialogue("malformed_structure", f"{where}: missing columns {missing}; has {tbl.column_names}")
+        return
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in tbl.to_pylist():
+        groups.setdefault(str(row.get(did_k)), []).append(row)
+    for did, rows in groups.items():
+        rid = f"{where}#{did}"
+        try:
+            if did in ("None", ""):
+                raise InvalidDialogue("malformed_structure", f"{len(rows)} rows without a dialogue id")
+            if idx_k in tbl.column_names:
+                idxs = [r.get(idx_k) for r in rows]
+                if any(not isinstance(i, int) or isinstance(i, bool) for i in idxs):
+                    raise InvalidDialogue("malformed_structure", f"non-integer turn indices {idxs[:10]}")
+                dup = sorted({i for i in idxs if idxs.count(i) > 1})
+                if dup:
+                    raise InvalidDialogue("duplicate_turn_index", f"turn indices {dup} occur more than once")
+                rows = sorted(rows, key=lambda r: r[idx_k])
+            turns = []
+            for j, r in enumerate(rows):
+                if not isinstance(r.get(tk), str):
+                    raise InvalidDialogue("non_text_turn", f"row {j} has {tk!r} of type {type(r.get(tk)).__name__}")
+                turns.append((_map_role(r.get(rk), source), r[tk], {"source_role": str(r.get(rk))}))
+            hints = sorted({str(r[sk]) for r in rows if isinstance(r.get(sk), str)})
+            yield rid, RawDialogue(did, where, turns, hints)
+        except InvalidDialogue as exc:
+            yield rid, exc
+
+
+def _read_table(data: bytes, adapter: str) -> pa.Table:
+    import io
+
+    try:
+        if adapter == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(io.BytesIO(data))
+        import pyarrow.csv as pacsv
+
+        _decode(data)  # a clear bad_encoding instead of a parser error
+        return pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
+            column_types={"text": pa.string(), "role": pa.string()}, strings_can_be_null=False))
+    except InvalidDialogue:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
+        raise InvalidDialogue("unreadable_file", f"cannot read {adapter}: {str(exc)[:300]}") from None
+
+
+ADAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {  # adapter -> (folder prefix, file suffixes)
+    "star": ("dialogues/", (".json",)),
+    "jsonl": ("", (".jsonl", ".ndjson")),
+    "csv": ("", (".csv",)),
+    "parquet": ("", (".parquet",)),
+}
 
 
 # --- stage ----------------------------------------------------------------------------------
@@ -133,15 +240,44 @@ def _source_store(source: SourceSettings, settings: Settings) -> ObjectStore:
     return open_store(uri, settings)
 
 
-def _iter_source(source: SourceSettings, settings: Settings, limit: int) -> Iterator[tuple[str, bytes | None, str]]:
+def _records(source: SourceSettings, settings: Settings) -> Iterator[tuple[str, RawDialogue | InvalidDialogue, bytes | None]]:
+    """Every dialogue record of a source, or the reason it cannot be one (one entry per record)."""
     store = _source_store(source, settings)
-    prefix, _ = ADAPTERS[source.adapter]
-    keys = [k for k in store.list(prefix) if k.endswith(".json")]
-    for key in keys[:limit] if limit else keys:
+    prefix, suffixes = ADAPTERS[source.adapter]
+    for key in [k for k in store.list(prefix) if k.endswith(suffixes)]:
         try:
-            yield key, store.read_bytes(key), ""
+            data = store.read_bytes(key)
         except OSError as exc:
-            yield key, None, str(exc)
+            yield key, InvalidDialogue("unreadable_file", str(exc)), None
+            continue
+        if source.adapter == "star":
+            try:
+                yield key, _star_with_roles(data, key, source), data
+            except InvalidDialogue as exc:
+                yield key, exc, data
+        elif source.adapter == "jsonl":
+            for n, line in enumerate(data.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{key}#L{n}", parse_jsonl_line(line, source, key), line
+                except InvalidDialogue as exc:
+                    yield f"{key}#L{n}", exc, line
+        else:
+            try:
+                tbl = _read_table(data, source.adapter)
+            except InvalidDialogue as exc:
+                yield key, exc, data
+                continue
+            for rid, rec in parse_turn_table(tbl, source, key):
+                yield rid, rec, None
+
+
+def _star_with_roles(data: bytes, key: str, source: SourceSettings) -> RawDialogue:
+    raw = parse_star(data, key)
+    if source.roles:  # STAR roles are already canonical; a mapping may still rename them
+        raw.turns = [(source.roles.get(r, r), t, m) for r, t, m in raw.turns]
+    return raw
 
 
 def validate(raw: RawDialogue, settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
@@ -176,16 +312,24 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
     dlg_rows: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
     seen_hashes: dict[str, str] = {}
-    files_read = 0
+    records_read = 0
+    redactions: Counter[str] = Counter()
+    hasher = MinHasher(num_perm=64, k=settings.ingest.near_dup_shingle)
+    lsh = LSHIndex(threshold=settings.ingest.near_dup_threshold)
+    dialogues_redacted = 0
     for source in wanted:
-        _, parse = ADAPTERS[source.adapter]
-        for key, data, read_error in _iter_source(source, settings, limit):
-            files_read += 1
-            record_id = f"{source.name}:{key}"
+        read_here = 0
+        for record_id_in_source, rec, data in _records(source, settings):
+            if limit and read_here >= limit:  # max_dialogues is per source
+                break
+            read_here += 1
+            records_read += 1
+            record_id = f"{source.name}:{record_id_in_source}"
+            key = record_id_in_source
             try:
-                if data is None:
-                    raise InvalidDialogue("unreadable_file", read_error)
-                raw = parse(data, key)
+                if isinstance(rec, InvalidDialogue):
+                    raise rec
+                raw = rec
                 turns = validate(raw, settings)
             except InvalidDialogue as exc:
                 snippet = data[:2000].decode("utf-8", "replace") if data else None
@@ -195,6 +339,9 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                 )
                 continue
             dialogue_id = f"{source.name}:{raw.dialogue_id}"
+            redact = Redactor()
+            redact.learn_names([t for _, t, _ in turns])
+            turns = [(role, redact(text), meta) for role, text, meta in turns]
             full_text = "\n".join(t for _, t, _ in turns)
             content_hash = hashlib.sha256(
                 "\n".join(f"{r}\t{t.lower()}" for r, t, _ in turns).encode()
@@ -205,6 +352,18 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                                            STAGE, "duplicate", f"same content as {seen_hashes[content_hash]}")
                 )
                 continue
+            sig = hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in turns))
+            near = lsh.query(sig)
+            if near:
+                other, sim = near[0]
+                quarantine.append(
+                    schemas.quarantine_row(record_id, {"source": source.name, "file": key, "dialogue_id": dialogue_id},
+                                           STAGE, "near_duplicate",
+                                           f"estimated similarity {sim:.2f} >= {settings.ingest.near_dup_threshold} "
+                                           f"with {other}")
+                )
+                continue
+            lsh.add(dialogue_id, sig)
             seen_hashes[content_hash] = dialogue_id
             lang = detect_lang(full_text)
             scene = classify_scene(full_text, raw.scene_hints, source, settings)
@@ -215,19 +374,26 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                 })
             dlg_rows.append({
                 "dialogue_id": dialogue_id, "source": source.name, "scene": scene, "n_turns": len(turns),
-                "lang": lang, "pii_counts": "{}", "content_hash": content_hash, "source_file": key,
+                "lang": lang, "pii_counts": json.dumps(redact.counts, sort_keys=True), "content_hash": content_hash,
+                "source_file": key,
             })
+            for kind, n in redact.counts.items():
+                redactions[kind] += n
+            if redact.counts:
+                dialogues_redacted += 1
     stats = {
-        "files_read": files_read,
+        "files_read": records_read,  # dialogue records read (a JSONL line, a group of CSV rows, a STAR file)
         "dialogues_kept": len(dlg_rows),
         "turns_kept": len(turn_rows),
         "quarantined": len(quarantine),
         "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
         "scenes": dict(Counter(d["scene"] for d in dlg_rows)),
         "langs": dict(Counter(d["lang"] for d in dlg_rows)),
+        "pii_redactions": dict(sorted(redactions.items())),
+        "dialogues_with_pii": dialogues_redacted,
     }
-    if files_read != len(dlg_rows) + len(quarantine):  # conservation, checked at every stage
-        raise AssertionError(f"ingest lost records: read {files_read}, kept {len(dlg_rows)}, quarantined {len(quarantine)}")
+    if records_read != len(dlg_rows) + len(quarantine):  # conservation, checked at every stage
+        raise AssertionError(f"ingest lost records: read {records_read}, kept {len(dlg_rows)}, quarantined {len(quarantine)}")
     return IngestResult(
         turns=schemas.table(schemas.TURNS, turn_rows),
         dialogues=schemas.table(schemas.DIALOGUES, dlg_rows),

@@ -68,3 +68,101 @@ def test_detect_lang():
     assert detect_lang("I want a flat") == "en"
     assert detect_lang("我想租一套两室一厅，预算4500元") == "zh"
     assert detect_lang("1234 !!") == "und"
+
+
+def _zh_pii_settings(make_settings):
+    return make_settings(DIALINSIGHT__SOURCES=json.dumps([
+        {"name": "zhpii", "adapter": "star", "uri": str(FIXTURES / "star_zh_pii")}]))
+
+
+def test_pii_is_redacted_before_any_later_stage_and_counted(make_settings):
+    from dialinsight_core.instructions import load_library, load_output_schemas
+    from dialinsight_core.prompts import build_prompts
+
+    s = _zh_pii_settings(make_settings)
+    res = ingest(s)
+    text = "\n".join(res.turns.column("text").to_pylist())
+    for secret in ("13912345678", "xiaoming.wang@example.com", "11010519491231002X", "王小明", "501室", "南京路100号"):
+        assert secret not in text, secret
+    for fact in ("4500元", "89平方米", "12楼", "两室一厅", "下午三点", "310万"):
+        assert fact in text, fact  # domain facts survive
+    d = {r["dialogue_id"]: json.loads(r["pii_counts"]) for r in res.dialogues.to_pylist()}
+    assert d["zhpii:zh-pii-001-edited"] == {"ADDRESS": 1, "EMAIL": 1, "ID_NUMBER": 1, "NAME": 2, "PHONE": 1, "UNIT": 2}
+    assert d["zhpii:zh-pii-002"] == {}
+    assert res.stats["pii_redactions"]["PHONE"] == 1 and res.stats["dialogues_with_pii"] == 1
+    prompts = build_prompts(res.dialogues, res.turns, load_library(s), load_output_schemas(s), s, "2026-11-25").prompts
+    blob = "\n".join(prompts.column("messages").to_pylist())
+    assert "13912345678" not in blob and "11010519491231002X" not in blob and "[PHONE_1]" in blob
+
+
+def test_near_duplicate_dialogues_are_recorded_not_dropped(make_settings):
+    res = ingest(_zh_pii_settings(make_settings))
+    q = res.quarantined.to_pylist()
+    assert [r["reason_code"] for r in q] == ["near_duplicate"]
+    # files are read in sorted order: the edited copy comes first, the original is its near duplicate
+    assert "zhpii:zh-pii-001-edited" in q[0]["reason_detail"]
+    assert json.loads(q[0]["record"])["file"] == "dialogues/zh-pii-001.json"
+    kept = sorted(res.dialogues.column("dialogue_id").to_pylist())
+    assert kept == ["zhpii:zh-pii-001-edited", "zhpii:zh-pii-002"]  # same template, different dialogue: kept
+    assert res.stats["files_read"] == 3 == len(kept) + len(q)
+
+
+def _mixed_folder(tmp_path):
+    """A folder of mixed-format exports, including broken ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "exports"
+    d.mkdir()
+    lines = [
+        {"conv_id": "c1", "utterances": [{"speaker": "usr", "content": "I need a 2 bedroom flat, budget $1,500."},
+                                         {"speaker": "sys", "content": "Maple Court has one for $1,450 on floor 3."}]},
+        {"conv_id": "c2", "utterances": [{"speaker": "客户", "content": "我想租两室一厅，预算4500元，电话13912345678。"},
+                                         {"speaker": "经纪人", "content": "阳光花园有一套，89平方米，月租4300元。"}]},
+        {"conv_id": "c3", "utterances": [{"speaker": "usr", "content": 42}, {"speaker": "sys", "content": "ok"}]},
+        {"conv_id": "c4", "utterances": [{"speaker": "bot", "content": "hi"}, {"speaker": "sys", "content": "hello"}]},
+    ]
+    body = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{not json\n"
+    (d / "chats.jsonl").write_text(body, encoding="utf-8")
+    (d / "turns.csv").write_text(
+        "dialogue_id,turn_idx,role,text\n"
+        "t1,0,customer,Is the flat on Oak Street still free?\n"
+        "t1,1,agent,\"Yes, from May 3, rent 1200 per month.\"\n"
+        "t2,0,customer,Hello\n"
+        "t2,0,agent,Hi there\n", encoding="utf-8")
+    (d / "latin1.csv").write_bytes("dialogue_id,turn_idx,role,text\nx,0,customer,caf\xe9\n".encode("latin-1"))
+    pq.write_table(pa.table({"dialogue_id": ["p1", "p1", "p2", "p2"], "turn_idx": [0, 1, 0, 1],
+                             "role": ["客户", "经纪人", "客户", "客户"],
+                             "text": ["能便宜点吗？", "最多优惠200元。", "只有我一个人说话", "还是我"]}),
+                   d / "turns.parquet")
+    return d
+
+
+def test_mixed_format_folder_ingests_without_a_crash_and_accounts_for_everything(make_settings, tmp_path):
+    d = _mixed_folder(tmp_path)
+    roles = {"usr": "customer", "sys": "agent", "客户": "customer", "经纪人": "agent"}
+    s = make_settings(DIALINSIGHT__SOURCES=json.dumps([
+        {"name": "chats", "adapter": "jsonl", "uri": str(d), "roles": roles,
+         "fields": {"dialogue_id": "conv_id", "turns": "utterances", "role": "speaker", "text": "content"}},
+        {"name": "crm", "adapter": "csv", "uri": str(d)},
+        {"name": "dwh", "adapter": "parquet", "uri": str(d), "roles": roles},
+    ]))
+    res = ingest(s)
+    kept = sorted(res.dialogues.column("dialogue_id").to_pylist())
+    assert kept == ["chats:c1", "chats:c2", "crm:t1", "dwh:p1"]
+    reasons = sorted((r["record_id"], r["reason_code"]) for r in res.quarantined.to_pylist())
+    assert reasons == [
+        ("chats:chats.jsonl#L3", "non_text_turn"),
+        ("chats:chats.jsonl#L4", "unknown_role"),
+        ("chats:chats.jsonl#L5", "unreadable_json"),
+        ("crm:latin1.csv", "bad_encoding"),
+        ("crm:turns.csv#t2", "duplicate_turn_index"),
+        ("dwh:turns.parquet#p2", "single_role"),
+    ]
+    st = res.stats
+    assert st["files_read"] == 10 == len(kept) + len(reasons)  # every record accounted for
+    turns = res.turns.to_pandas()
+    assert set(turns.role) == {"agent", "customer"}
+    zh = turns[turns.dialogue_id == "chats:c2"]
+    assert set(zh.lang) == {"zh"} and "[PHONE_1]" in zh.text.iloc[0] and "13912345678" not in "".join(turns.text)
+    assert turns[turns.dialogue_id == "crm:t1"].text.tolist()[1] == "Yes, from May 3, rent 1200 per month."

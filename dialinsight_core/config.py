@@ -84,6 +84,9 @@ class IngestSettings(_Model):
     # near-duplicate dialogues: MinHash over character shingles (works for Chinese), banded LSH
     near_dup_threshold: float = Field(default=0.8, gt=0, le=1)  # estimated Jaccard of shingle sets
     near_dup_shingle: int = Field(default=5, ge=2)
+    # also compare with dialogues of earlier published snapshots (other logical dates): the same
+    # conversation exported twice must not be labeled twice
+    dedup_against_published: bool = True
 
 
 class SceneSettings(_Model):
@@ -95,11 +98,16 @@ class TaxonomySettings(_Model):
     scenes: dict[str, SceneSettings]
     default_scene: str
     roles: list[str] = Field(default_factory=lambda: ["agent", "customer"])
+    # role -> behaviour -> keywords (en + zh); a turn gets the behaviour with most keyword hits
+    behaviours: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_known(self) -> TaxonomySettings:
         if self.default_scene not in self.scenes:
             raise ValueError(f"default_scene {self.default_scene!r} is not one of scenes {sorted(self.scenes)}")
+        unknown = sorted(set(self.behaviours) - set(self.roles))
+        if unknown:
+            raise ValueError(f"behaviours name roles {unknown} that are not in roles {self.roles}")
         return self
 
 

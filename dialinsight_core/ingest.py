@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from dialinsight_core import schemas
@@ -55,6 +56,7 @@ class IngestResult:
     dialogues: pa.Table
     quarantined: pa.Table
     stats: dict[str, Any]
+    index: pa.Table | None = None  # DIALOGUE_INDEX rows of the kept dialogues (snapshot_id empty)
 
 
 def detect_lang(text: str) -> str:
@@ -79,6 +81,24 @@ def classify_scene(text: str, hints: list[str], source: SourceSettings, settings
     best, best_hits = settings.taxonomy.default_scene, 0
     for name, scene in settings.taxonomy.scenes.items():
         hits = sum(lowered.count(k.lower()) for k in scene.keywords)
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return best
+
+
+def _keyword_in(keyword: str, low: str) -> bool:
+    """Chinese keywords match as substrings; English ones on word boundaries ("hi" not in "this")."""
+    if not keyword.isascii() or not keyword[0].isalnum():  # Chinese, or punctuation such as "?" / "[name_"
+        return keyword in low
+    return re.search(rf"(?<![a-z]){re.escape(keyword)}(?![a-z])", low) is not None
+
+
+def classify_behaviour(role: str, text: str, settings: Settings) -> str:
+    """Keyword classifier of what a turn does (greet, state_need, quote_price, ...); 'other' if nothing matches."""
+    low = text.lower()
+    best, best_hits = "other", 0
+    for name, keywords in settings.taxonomy.behaviours.get(role, {}).items():
+        hits = sum(1 for k in keywords if _keyword_in(k.lower(), low))
         if hits > best_hits:
             best, best_hits = name, hits
     return best
@@ -301,8 +321,13 @@ def validate(raw: RawDialogue, settings: Settings) -> list[tuple[str, str, dict[
     return turns
 
 
-def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None = None) -> IngestResult:
-    """Read every configured source (or the named ones) into canonical tables."""
+def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None = None,
+           published: pa.Table | None = None) -> IngestResult:
+    """Read every configured source (or the named ones) into canonical tables.
+
+    ``published`` (DIALOGUE_INDEX rows of earlier snapshots) makes exact and near duplicates of
+    already published dialogues quarantine records too (``duplicate_of_published``).
+    """
     wanted = settings.sources if not sources else [s for s in settings.sources if s.name in sources]
     if sources and len(wanted) != len(set(sources)):
         known = [s.name for s in settings.sources]
@@ -316,6 +341,13 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
     redactions: Counter[str] = Counter()
     hasher = MinHasher(num_perm=64, k=settings.ingest.near_dup_shingle)
     lsh = LSHIndex(threshold=settings.ingest.near_dup_threshold)
+    old_lsh = LSHIndex(threshold=settings.ingest.near_dup_threshold)
+    old_hashes: dict[str, str] = {}
+    index_rows: list[dict[str, Any]] = []
+    for row in (published.to_pylist() if published is not None else []):
+        where = f"{row['dialogue_id']} (snapshot {row['snapshot_id']})"
+        old_hashes.setdefault(row["content_hash"], where)
+        old_lsh.add(where, np.asarray(row["minhash"], dtype=np.uint64))
     dialogues_redacted = 0
     for source in wanted:
         read_here = 0
@@ -353,6 +385,15 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                 )
                 continue
             sig = hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in turns))
+            old = [(old_hashes[content_hash], 1.0)] if content_hash in old_hashes else old_lsh.query(sig)
+            if old:
+                quarantine.append(
+                    schemas.quarantine_row(record_id, {"source": source.name, "file": key, "dialogue_id": dialogue_id},
+                                           STAGE, "duplicate_of_published",
+                                           f"{'same content' if old[0][1] == 1.0 else f'similarity {old[0][1]:.2f}'} "
+                                           f"as published {old[0][0]}")
+                )
+                continue
             near = lsh.query(sig)
             if near:
                 other, sim = near[0]
@@ -365,12 +406,15 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                 continue
             lsh.add(dialogue_id, sig)
             seen_hashes[content_hash] = dialogue_id
+            index_rows.append({"dialogue_id": dialogue_id, "content_hash": content_hash, "minhash": sig.tolist(),
+                               "snapshot_id": ""})
             lang = detect_lang(full_text)
             scene = classify_scene(full_text, raw.scene_hints, source, settings)
             for idx, (role, text, meta) in enumerate(turns):
                 turn_rows.append({
                     "dialogue_id": dialogue_id, "source": source.name, "turn_idx": idx, "role": role,
-                    "text": text, "lang": lang, "scene": scene, "meta": json.dumps(meta),
+                    "text": text, "lang": lang, "scene": scene, "behaviour": classify_behaviour(role, text, settings),
+                    "meta": json.dumps(meta, ensure_ascii=False),
                 })
             dlg_rows.append({
                 "dialogue_id": dialogue_id, "source": source.name, "scene": scene, "n_turns": len(turns),
@@ -387,8 +431,13 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         "turns_kept": len(turn_rows),
         "quarantined": len(quarantine),
         "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
+        "duplicates": {k: sum(1 for q in quarantine if q["reason_code"] == k)
+                       for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
+        "published_dialogues_compared": len(old_lsh),
         "scenes": dict(Counter(d["scene"] for d in dlg_rows)),
         "langs": dict(Counter(d["lang"] for d in dlg_rows)),
+        "behaviours": {role: dict(Counter(t["behaviour"] for t in turn_rows if t["role"] == role).most_common())
+                       for role in settings.taxonomy.roles},
         "pii_redactions": dict(sorted(redactions.items())),
         "dialogues_with_pii": dialogues_redacted,
     }
@@ -399,4 +448,5 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         dialogues=schemas.table(schemas.DIALOGUES, dlg_rows),
         quarantined=schemas.table(schemas.QUARANTINED, quarantine),
         stats=stats,
+        index=schemas.table(schemas.DIALOGUE_INDEX, index_rows),
     )

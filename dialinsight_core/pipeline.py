@@ -75,13 +75,31 @@ def _write_stage(ctx: RunContext, stage: str, tables: dict[str, pa.Table], stats
 # --- stages ---------------------------------------------------------------------------------
 
 
+def published_index(ctx: RunContext) -> pa.Table | None:
+    """Dialogue index of every committed snapshot of an *earlier or later* logical date.
+
+    Snapshots of this run's own date are left out, so a rerun of the same date rebuilds the same
+    result (idempotency) instead of finding its own dialogues as duplicates.
+    """
+    if not ctx.settings.ingest.dedup_against_published:
+        return None
+    own = f"snapshots/ds={ctx.ds}/"
+    tables = []
+    for key in ctx.store.list("snapshots/"):
+        if key.endswith("/dialogues/index.parquet") and not key.startswith(own):
+            snap = key.removesuffix("/dialogues/index.parquet")
+            if ctx.store.exists(f"{snap}/manifest.json"):  # committed snapshots only
+                tables.append(ctx.store.read_table(key, schemas.DIALOGUE_INDEX))
+    return pa.concat_tables(tables) if tables else schemas.table(schemas.DIALOGUE_INDEX, [])
+
+
 def run_ingest(ctx: RunContext) -> dict[str, Any]:
     from dialinsight_core.ingest import ingest
 
     res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
-                 sources=ctx.params.get("sources") or None)
+                 sources=ctx.params.get("sources") or None, published=published_index(ctx))
     return _write_stage(ctx, "ingest", {"turns": res.turns, "dialogues": res.dialogues,
-                                        "quarantined": res.quarantined}, res.stats)
+                                        "quarantined": res.quarantined, "index": res.index}, res.stats)
 
 
 def run_build_prompts(ctx: RunContext, ingest_out: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +266,12 @@ def run_publish(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[s
     store.write_table(f"{snap}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
     store.write_table(f"{snap}/rejected/part-00000.parquet", rejected.sort_by("prompt_id"))
     store.write_table(f"{snap}/quarantined/part-00000.parquet", quarantined.sort_by("record_id"))
+    if "index" in ingest_out["keys"]:  # what later runs dedup against
+        index = store.read_table(ingest_out["keys"]["index"], schemas.DIALOGUE_INDEX)
+        index = index.set_column(index.schema.get_field_index("snapshot_id"), "snapshot_id",
+                                 pa.array([ctx.paths.snapshot_id] * index.num_rows, type=pa.string()))
+        store.write_table(f"{snap}/dialogues/index.parquet", index)
+    store.write_json(f"{snap}/ingest_stats.json", ingest_out["stats"])
     gx_prefix = gate_out["keys"]["gx"]
     for key in store.list(gx_prefix + "/"):
         store.write_bytes(f"{snap}/gx/{key[len(gx_prefix) + 1:]}", store.read_bytes(key))
@@ -280,7 +304,8 @@ def run_publish(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[s
                "results": {name: f"gx/{name}.json" for name in gate_out["gx"]["suites"]}},
         "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
         "files": {"data": ["data/part-00000.parquet"], "rejected": ["rejected/part-00000.parquet"],
-                  "quarantined": ["quarantined/part-00000.parquet"]},
+                  "quarantined": ["quarantined/part-00000.parquet"], "dialogue_index": "dialogues/index.parquet",
+                  "ingest_stats": "ingest_stats.json"},
     }
     store.write_json(manifest_key, manifest, overwrite=False)
     previous = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else None

@@ -24,6 +24,7 @@ TURNS = pa.schema(
         ("text", pa.string()),
         ("lang", pa.string()),
         ("scene", pa.string()),
+        ("behaviour", pa.string()),  # role behaviour of the turn (taxonomy.behaviours), "other" if none
         ("meta", pa.string()),  # JSON
     ]
 )
@@ -58,6 +59,16 @@ INSTRUCTIONS = pa.schema(
         ("reviewer_note", pa.string()),
         ("library_version", pa.string()),
         ("expected_fields", pa.string()),  # JSON list of "alt1|alt2" the answer must cover (coverage check)
+    ]
+)
+
+# what a published snapshot remembers about its dialogues, for dedup in later runs
+DIALOGUE_INDEX = pa.schema(
+    [
+        ("dialogue_id", pa.string()),
+        ("content_hash", pa.string()),
+        ("minhash", pa.list_(pa.uint64())),
+        ("snapshot_id", pa.string()),
     ]
 )
 

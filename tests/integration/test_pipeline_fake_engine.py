@@ -138,3 +138,28 @@ def test_failing_batch_gate_publishes_nothing(make_settings, fake_openai):
     assert store.read_bytes(LATEST_KEY) == before
     assert not store.list("snapshots/ds=2026-11-25/")
     assert store.list("work/ds=2026-11-25/run=manual__strict/gate/gx/")  # evidence kept
+
+
+def test_dialogues_published_earlier_are_not_labeled_again(make_settings, fake_openai):
+    """Against earlier snapshots: a re-export of published dialogues is recorded, never labeled twice;
+    a rerun of the same logical date is not affected (idempotency)."""
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="6",
+                  DIALINSIGHT__INGEST__DEDUP_AGAINST_PUBLISHED="true")
+    first = run_all(RunContext(s, "2026-11-24", "manual__first"))
+    store = store_from_settings(s)
+    snap = first["snapshot_uri"].split(store.uri + "/")[1]
+    index = _read(store, f"{snap}/dialogues/index.parquet")
+    assert len(index) == 6 and set(index.snapshot_id) == {"2026-11-24/manual__first"}
+    rerun_same_date = run_all(RunContext(s, "2026-11-24", "manual__again"))
+    assert rerun_same_date["counts"]["prompts"] == first["counts"]["prompts"]
+    more = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="9",
+                     DIALINSIGHT__INGEST__DEDUP_AGAINST_PUBLISHED="true")
+    nxt = run_all(RunContext(more, "2026-11-25", "manual__next"))
+    snap2 = nxt["snapshot_uri"].split(store.uri + "/")[1]
+    qua = _read(store, f"{snap2}/quarantined/part-00000.parquet")
+    dup = qua[qua.reason_code == "duplicate_of_published"]
+    assert len(dup) == 6 and dup.reason_detail.str.contains("2026-11-24/manual__").all()
+    stats = store.read_json(f"{snap2}/ingest_stats.json")
+    assert stats["dialogues_kept"] == 3 and stats["duplicates"]["duplicate_of_published"] == 6
+    assert nxt["counts"]["prompts"] == 6  # only the 3 new dialogues were prompted and labeled

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dialinsight_core.ingest import detect_lang, ingest, parse_star
 from tests.conftest import FIXTURES, STAR
 
@@ -166,3 +168,28 @@ def test_mixed_format_folder_ingests_without_a_crash_and_accounts_for_everything
     zh = turns[turns.dialogue_id == "chats:c2"]
     assert set(zh.lang) == {"zh"} and "[PHONE_1]" in zh.text.iloc[0] and "13912345678" not in "".join(turns.text)
     assert turns[turns.dialogue_id == "crm:t1"].text.tolist()[1] == "Yes, from May 3, rent 1200 per month."
+
+
+@pytest.mark.parametrize(("role", "text", "behaviour"), [
+    ("customer", "I'm looking for a 2 bedroom flat near the park.", "state_need"),
+    ("customer", "我想租两室一厅，预算4500元。", "state_need"),
+    ("customer", "能便宜一点吗？再优惠点", "negotiate"),
+    ("customer", "Thanks, that's perfect!", "thank"),
+    ("agent", "Could you give me your name, please?", "ask_identity"),
+    ("agent", "阳光花园有一套，推荐给您。", "recommend"),
+    ("agent", "请问您的预算是多少？需要几室？", "ask_need"),
+    ("agent", "This is a sentence without any cue", "other"),
+    ("agent", "this is fine", "other"),  # "hi" must not match inside "this"
+])
+def test_role_behaviour_classifier_en_and_zh(settings, role, text, behaviour):
+    from dialinsight_core.ingest import classify_behaviour
+
+    assert classify_behaviour(role, text, settings) == behaviour
+
+
+def test_behaviour_distribution_is_reported(make_settings):
+    res = ingest(make_settings(), max_dialogues=20)
+    dist = res.stats["behaviours"]
+    assert set(dist) == {"agent", "customer"}
+    assert sum(dist["agent"].values()) + sum(dist["customer"].values()) == res.turns.num_rows
+    assert set(res.turns.column("behaviour").to_pylist()) - {"other"}

@@ -87,6 +87,9 @@ class IngestSettings(_Model):
     # also compare with dialogues of earlier published snapshots (other logical dates): the same
     # conversation exported twice must not be labeled twice
     dedup_against_published: bool = True
+    # ask an LLM (the engine interface) for the scene of dialogues the rules leave at the default
+    llm_scene_classifier: bool = False
+    llm_classifier_engine: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 64})
 
 
 class SceneSettings(_Model):

@@ -15,6 +15,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,18 +73,24 @@ def normalise_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def classify_scene(text: str, hints: list[str], source: SourceSettings, settings: Settings) -> str:
-    """Source-provided task names first (config ``scene_map``), then taxonomy keywords."""
+def classify_scene_with_source(text: str, hints: list[str], source: SourceSettings,
+                               settings: Settings) -> tuple[str, str]:
+    """(scene, how it was decided): the source's own label (``scene_map``), taxonomy keywords, or
+    the default scene when nothing matched (those are what the optional LLM classifier revisits)."""
     for hint in hints:
         if hint in source.scene_map:
-            return source.scene_map[hint]
+            return source.scene_map[hint], "source"
     lowered = text.lower()
     best, best_hits = settings.taxonomy.default_scene, 0
     for name, scene in settings.taxonomy.scenes.items():
         hits = sum(lowered.count(k.lower()) for k in scene.keywords)
         if hits > best_hits:
             best, best_hits = name, hits
-    return best
+    return best, ("keywords" if best_hits else "default")
+
+
+def classify_scene(text: str, hints: list[str], source: SourceSettings, settings: Settings) -> str:
+    return classify_scene_with_source(text, hints, source, settings)[0]
 
 
 def _keyword_in(keyword: str, low: str) -> bool:
@@ -339,7 +346,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
     seen_hashes: dict[str, str] = {}
     records_read = 0
     redactions: Counter[str] = Counter()
-    hasher = MinHasher(num_perm=64, k=settings.ingest.near_dup_shingle)
+    hasher = MinHasher(k=settings.ingest.near_dup_shingle)
     lsh = LSHIndex(threshold=settings.ingest.near_dup_threshold)
     old_lsh = LSHIndex(threshold=settings.ingest.near_dup_threshold)
     old_hashes: dict[str, str] = {}
@@ -409,7 +416,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
             index_rows.append({"dialogue_id": dialogue_id, "content_hash": content_hash, "minhash": sig.tolist(),
                                "snapshot_id": ""})
             lang = detect_lang(full_text)
-            scene = classify_scene(full_text, raw.scene_hints, source, settings)
+            scene, scene_source = classify_scene_with_source(full_text, raw.scene_hints, source, settings)
             for idx, (role, text, meta) in enumerate(turns):
                 turn_rows.append({
                     "dialogue_id": dialogue_id, "source": source.name, "turn_idx": idx, "role": role,
@@ -419,7 +426,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
             dlg_rows.append({
                 "dialogue_id": dialogue_id, "source": source.name, "scene": scene, "n_turns": len(turns),
                 "lang": lang, "pii_counts": json.dumps(redact.counts, sort_keys=True), "content_hash": content_hash,
-                "source_file": key,
+                "source_file": key, "scene_source": scene_source,
             })
             for kind, n in redact.counts.items():
                 redactions[kind] += n
@@ -435,6 +442,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
                        for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
         "published_dialogues_compared": len(old_lsh),
         "scenes": dict(Counter(d["scene"] for d in dlg_rows)),
+        "scene_sources": dict(Counter(d["scene_source"] for d in dlg_rows)),
         "langs": dict(Counter(d["lang"] for d in dlg_rows)),
         "behaviours": {role: dict(Counter(t["behaviour"] for t in turn_rows if t["role"] == role).most_common())
                        for role in settings.taxonomy.roles},
@@ -450,3 +458,60 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         stats=stats,
         index=schemas.table(schemas.DIALOGUE_INDEX, index_rows),
     )
+
+
+# --- optional LLM scene classifier --------------------------------------------------------------
+
+
+def classify_scenes_llm(result: IngestResult, engine: Any, settings: Settings) -> IngestResult:
+    """Revisit dialogues left at the default scene with an LLM (structured output: one of the
+    taxonomy's scenes). A failed or invalid reply keeps the default scene, marked ``llm_failed``."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    from dialinsight_core.inference import LabelRequest
+
+    dialogues = result.dialogues.to_pylist()
+    todo = [d for d in dialogues if d["scene_source"] == "default"]
+    stats = {"asked": len(todo), "changed": 0, "kept_default": 0, "failed": 0}
+    if not todo:
+        return IngestResult(result.turns, result.dialogues, result.quarantined,
+                            {**result.stats, "llm_scene_classifier": stats}, result.index)
+    scenes = list(settings.taxonomy.scenes)
+    schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],
+              "additionalProperties": False}
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "prompts" / "templates"), undefined=StrictUndefined,
+                      autoescape=False)
+    tpl = env.get_template("scene_classifier.j2")
+    text_by: dict[str, list[str]] = {}
+    for t in result.turns.select(["dialogue_id", "role", "text"]).to_pylist():
+        text_by.setdefault(t["dialogue_id"], []).append(f"{t['role']}: {t['text']}")
+    reqs = [LabelRequest(d["dialogue_id"], [{"role": "user", "content": tpl.render(
+        lang="zh" if d["lang"] == "zh" else "en", dialogue="\n".join(text_by.get(d["dialogue_id"], []))[:4000],
+        scenes=[(n, settings.taxonomy.scenes[n].description) for n in scenes])}], schema) for d in todo]
+    answers = {}
+    for req, res in zip(reqs, engine.generate(reqs), strict=True):
+        try:
+            scene = json.loads(res.output_text or "")["scene"] if not res.error_code else None
+        except (json.JSONDecodeError, TypeError, KeyError):
+            scene = None
+        answers[req.prompt_id] = scene if scene in scenes else None
+    new_scene: dict[str, str] = {}
+    for d in dialogues:
+        if d["dialogue_id"] not in answers:
+            continue
+        scene = answers[d["dialogue_id"]]
+        if scene is None:
+            d["scene_source"] = "llm_failed"
+            stats["failed"] += 1
+            continue
+        d["scene_source"] = "llm"
+        stats["changed" if scene != d["scene"] else "kept_default"] += 1
+        d["scene"] = new_scene[d["dialogue_id"]] = scene
+    turns = result.turns.to_pylist()
+    for t in turns:
+        t["scene"] = new_scene.get(t["dialogue_id"], t["scene"])
+    st = {**result.stats, "llm_scene_classifier": stats,
+          "scenes": dict(Counter(d["scene"] for d in dialogues)),
+          "scene_sources": dict(Counter(d["scene_source"] for d in dialogues))}
+    return IngestResult(schemas.table(schemas.TURNS, turns), schemas.table(schemas.DIALOGUES, dialogues),
+                        result.quarantined, st, result.index)

@@ -98,6 +98,16 @@ def run_ingest(ctx: RunContext) -> dict[str, Any]:
 
     res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
                  sources=ctx.params.get("sources") or None, published=published_index(ctx))
+    if ctx.settings.ingest.llm_scene_classifier and "default" in res.stats.get("scene_sources", {}):
+        from dialinsight_core.inference import make_engine
+        from dialinsight_core.ingest import classify_scenes_llm
+
+        overrides = {f"engine.{k}": v for k, v in ctx.settings.ingest.llm_classifier_engine.items()}
+        engine = make_engine(ctx.settings.with_overrides(overrides))
+        try:
+            res = classify_scenes_llm(res, engine, ctx.settings)
+        finally:
+            engine.close()
     return _write_stage(ctx, "ingest", {"turns": res.turns, "dialogues": res.dialogues,
                                         "quarantined": res.quarantined, "index": res.index}, res.stats)
 

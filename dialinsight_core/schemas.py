@@ -39,6 +39,7 @@ DIALOGUES = pa.schema(
         ("pii_counts", pa.string()),  # JSON {type: count}
         ("content_hash", pa.string()),
         ("source_file", pa.string()),
+        ("scene_source", pa.string()),  # source | keywords | default | llm | llm_failed
     ]
 )
 

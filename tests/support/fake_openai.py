@@ -103,6 +103,8 @@ def judge_answer(body: dict[str, Any], behaviour: str) -> str:
 def fill(schema: dict[str, Any], make_text: Callable[[str], str]) -> Any:
     """A value that validates against the (simple) JSON schemas the platform uses."""
     t = schema.get("type")
+    if "enum" in schema:  # a choice: pick one deterministically from the text
+        return schema["enum"][len(make_text("")) % len(schema["enum"])]
     if t == "object":
         props = schema.get("properties", {})
         return {k: fill(v, lambda s, k=k: make_text(k + s)) for k, v in props.items()}

@@ -19,7 +19,7 @@ ZH = ("客户：您好，我想租一套两室一厅，预算每月4500元左右
 def test_small_edits_are_near_duplicates_en_and_zh():
     mh = MinHasher()
     en_edit = EN.replace("Saturday", "Sunday").replace("last week", "yesterday")
-    zh_edit = ZH.replace("4300", "4200").replace("周二", "周三")
+    zh_edit = ZH.replace("4300", "4200").replace("周二", "周三", 1)
     assert similarity(mh.signature(EN), mh.signature(en_edit)) >= 0.8
     assert similarity(mh.signature(ZH), mh.signature(zh_edit)) >= 0.8
 

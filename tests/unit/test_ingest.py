@@ -193,3 +193,68 @@ def test_behaviour_distribution_is_reported(make_settings):
     assert set(dist) == {"agent", "customer"}
     assert sum(dist["agent"].values()) + sum(dist["customer"].values()) == res.turns.num_rows
     assert set(res.turns.column("behaviour").to_pylist()) - {"other"}
+
+
+def _unplaced_source(tmp_path):
+    d = tmp_path / "unplaced"
+    d.mkdir()
+    lines = [{"id": "u1", "turns": [{"role": "customer", "text": "Good morning."},
+                                    {"role": "agent", "text": "Good morning, what can I do for you today?"}]},
+             {"id": "u2", "turns": [{"role": "customer", "text": "I want to rent a flat, budget 1200."},
+                                    {"role": "agent", "text": "Sure."}]}]
+    (d / "x.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    return json.dumps([{"name": "u", "adapter": "jsonl", "uri": str(d)}])
+
+
+def test_llm_scene_classifier_revisits_only_what_the_rules_left_unplaced(make_settings, fake_openai, tmp_path):
+    from dialinsight_core.inference.openai_engine import OpenAIEngine
+    from dialinsight_core.ingest import classify_scenes_llm
+
+    srv = fake_openai()
+    s = make_settings(DIALINSIGHT__SOURCES=_unplaced_source(tmp_path), DIALINSIGHT__ENGINE__KIND="openai",
+                      DIALINSIGHT__ENGINE__BASE_URL=srv.base_url)
+    res = ingest(s)
+    src = {d["dialogue_id"]: d["scene_source"] for d in res.dialogues.to_pylist()}
+    assert src == {"u:u1": "default", "u:u2": "keywords"}
+    engine = OpenAIEngine(s.engine)
+    out = classify_scenes_llm(res, engine, s)
+    engine.close()
+    d = {r["dialogue_id"]: r for r in out.dialogues.to_pylist()}
+    assert d["u:u1"]["scene_source"] == "llm" and d["u:u1"]["scene"] in s.taxonomy.scenes
+    assert d["u:u2"]["scene_source"] == "keywords" and d["u:u2"]["scene"] == "rental_search"
+    assert srv.total == 1  # only the unplaced dialogue was sent
+    assert set(out.turns.to_pandas().query("dialogue_id == 'u:u1'").scene) == {d["u:u1"]["scene"]}
+    assert out.stats["llm_scene_classifier"]["asked"] == 1
+
+
+def test_llm_scene_classifier_failure_keeps_the_default_and_says_so(make_settings, fake_openai, tmp_path):
+    from dialinsight_core.inference.openai_engine import OpenAIEngine
+    from dialinsight_core.ingest import classify_scenes_llm
+
+    srv = fake_openai(lambda body: "malformed")
+    s = make_settings(DIALINSIGHT__SOURCES=_unplaced_source(tmp_path), DIALINSIGHT__ENGINE__KIND="openai",
+                      DIALINSIGHT__ENGINE__BASE_URL=srv.base_url, DIALINSIGHT__ENGINE__MAX_RETRIES="0")
+    engine = OpenAIEngine(s.engine)
+    out = classify_scenes_llm(ingest(s), engine, s)
+    engine.close()
+    d = {r["dialogue_id"]: r for r in out.dialogues.to_pylist()}
+    assert d["u:u1"]["scene_source"] == "llm_failed" and d["u:u1"]["scene"] == s.taxonomy.default_scene
+    assert out.stats["llm_scene_classifier"]["failed"] == 1
+
+
+def test_sources_are_read_from_s3_object_storage(make_settings, moto_s3, s3_bucket, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    line = {"id": "s1", "turns": [{"role": "客户", "text": "我想租房，预算3000元，电话13812345678"},
+                                  {"role": "经纪人", "text": "好的，绿城小区有一套，每月2900元。"}]}
+    s3.put_object(Bucket=s3_bucket, Key="exports/2026-11-25/chats.jsonl",
+                  Body=json.dumps(line, ensure_ascii=False).encode("utf-8"))
+    s = make_settings(DIALINSIGHT__STORAGE__S3_ENDPOINT_URL=moto_s3, DIALINSIGHT__SOURCES=json.dumps([
+        {"name": "crm", "adapter": "jsonl", "uri": f"s3://{s3_bucket}/exports",
+         "roles": {"客户": "customer", "经纪人": "agent"}}]))
+    res = ingest(s)
+    assert res.dialogues.column("dialogue_id").to_pylist() == ["crm:s1"]
+    assert "[PHONE_1]" in res.turns.column("text").to_pylist()[0]

@@ -258,3 +258,29 @@ def test_sources_are_read_from_s3_object_storage(make_settings, moto_s3, s3_buck
     res = ingest(s)
     assert res.dialogues.column("dialogue_id").to_pylist() == ["crm:s1"]
     assert "[PHONE_1]" in res.turns.column("text").to_pylist()[0]
+
+
+def test_english_near_duplicate_export_is_caught_and_template_sibling_kept(make_settings, tmp_path):
+    d = tmp_path / "en"
+    d.mkdir()
+    turns = ["Hello, I want to schedule a viewing at North Hill Apartments for Saturday at 4 pm.",
+             "Sure. Have you already paid the application fee for the apartment?",
+             "Yes, I paid it last week together with the deposit of 500 dollars.",
+             "Great, there is still a viewing available at that time. Would you like me to book it for you?",
+             "Yes please, and could you tell me whether the flat has a balcony and an elevator?",
+             "It has a south-facing balcony and an elevator. I have booked the viewing for Saturday at 4 pm."]
+    sibling = ["Hello, I want to schedule a viewing at Shadyside Apartments for Monday at 10 am.",
+               "Sure. Have you already paid the application fee for the apartment?",
+               "No, I have not paid anything yet.",
+               "I am sorry, but you need to pay the fee before a viewing can be booked.",
+               "Okay, how much is the fee and where do I pay it?", "The fee is 30 dollars and you can pay it online."]
+
+    def line(did, ts):
+        return json.dumps({"id": did, "turns": [{"role": ["customer", "agent"][i % 2], "text": t}
+                                                for i, t in enumerate(ts)]})
+    edited = [t.replace("500", "450") for t in turns]
+    (d / "a.jsonl").write_text("\n".join([line("orig", turns), line("reexport", edited), line("sibling", sibling)]))
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=json.dumps([{"name": "en", "adapter": "jsonl", "uri": str(d)}])))
+    q = {r["record_id"]: r for r in res.quarantined.to_pylist()}
+    assert [r["reason_code"] for r in q.values()] == ["near_duplicate"] and "en:orig" in q["en:a.jsonl#L2"]["reason_detail"]
+    assert sorted(res.dialogues.column("dialogue_id").to_pylist()) == ["en:orig", "en:sibling"]

@@ -4,7 +4,8 @@
 Turns the configured dialogue sources into quality-gated instruction-tuning data
 (Dial-insight, arXiv 2403.09167) and publishes a versioned Parquet snapshot.
 
-**Tasks:** `ingest` → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards,
+**Tasks:** `ingest` (STAR / JSONL / CSV / Parquet sources, validation + quarantine, PII redaction with
+typed placeholders, exact + near-duplicate removal, scenes and role behaviours) → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards,
 serialised by the `llm_engine` pool so engines never exhaust memory) → `score` (quality cascade:
 rule and grounding checks on every record, an LLM judge only for records in doubt plus an audit
 sample; also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept

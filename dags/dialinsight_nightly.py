@@ -4,12 +4,13 @@
 Turns the configured dialogue sources into quality-gated instruction-tuning data
 (Dial-insight, arXiv 2403.09167) and publishes a versioned Parquet snapshot.
 
-**Tasks:** `ingest` (STAR / JSONL / CSV / Parquet sources, validation + quarantine, PII redaction with
-typed placeholders, exact + near-duplicate removal, scenes and role behaviours) → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards,
-serialised by the `llm_engine` pool so engines never exhaust memory) → `score` (quality cascade:
-rule and grounding checks on every record, an LLM judge only for records in doubt plus an audit
-sample; also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept
-rate, dimension means, task mix, score collapse, row count vs the previous snapshot) → `publish`.
+**Tasks:** `ingest` (STAR / JSONL / CSV / Parquet sources, validation + quarantine, PII
+redaction with typed placeholders, exact + near-duplicate removal, scenes and role behaviours)
+→ `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards, serialised
+by the `llm_engine` pool so engines never exhaust memory) → `score` (quality cascade: rule and
+grounding checks on every record, an LLM judge only for records in doubt plus an audit sample;
+also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept rate,
+dimension means, task mix, score collapse, row count vs the previous snapshot) → `publish`.
 
 **Outputs** (object store from `config/dialinsight.yaml`, `storage.uri`):
 `snapshots/ds=YYYY-MM-DD/run=<run_id>/{data,rejected,quarantined}/part-*.parquet`,

@@ -66,6 +66,19 @@ class SourceSettings(_Model):
     roles: dict[str, str] = Field(default_factory=dict)
     # canonical field -> source field name; keys: dialogue_id, turns, role, text, turn_idx, scene
     fields: dict[str, str] = Field(default_factory=dict)
+    # text encoding of jsonl / csv exports (e.g. gb18030 for many Chinese CRM exports); text is UTF-8 after ingest
+    encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
 
     @field_validator("fields")
     @classmethod

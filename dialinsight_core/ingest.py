@@ -162,16 +162,17 @@ def _map_role(label: Any, source: SourceSettings) -> str:
     return source.roles.get(key, source.roles.get(key.lower(), key.lower()))
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes, encoding: str = "utf-8") -> str:
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(enc)
     except UnicodeDecodeError as exc:
-        raise InvalidDialogue("bad_encoding", f"not UTF-8: {exc}") from None
+        raise InvalidDialogue("bad_encoding", f"not {encoding}: {exc}") from None
 
 
 def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDialogue:
     """One dialogue per JSON line: ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
-    text = _decode(line)
+    text = _decode(line, source.encoding)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -232,7 +233,7 @@ def parse_turn_table(tbl: pa.Table, source: SourceSettings, where: str) -> Itera
             yield rid, exc
 
 
-def _read_table(data: bytes, adapter: str) -> pa.Table:
+def _read_table(data: bytes, adapter: str, encoding: str = "utf-8") -> pa.Table:
     import io
 
     try:
@@ -242,8 +243,8 @@ def _read_table(data: bytes, adapter: str) -> pa.Table:
             return pq.read_table(io.BytesIO(data))
         import pyarrow.csv as pacsv
 
-        _decode(data)  # a clear bad_encoding instead of a parser error
-        return pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
+        text = _decode(data, encoding)  # a clear bad_encoding instead of a parser error
+        return pacsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=pacsv.ConvertOptions(
             column_types={"text": pa.string(), "role": pa.string()}, strings_can_be_null=False))
     except InvalidDialogue:
         raise
@@ -292,7 +293,7 @@ def _records(source: SourceSettings, settings: Settings) -> Iterator[tuple[str, 
                     yield f"{key}#L{n}", exc, line
         else:
             try:
-                tbl = _read_table(data, source.adapter)
+                tbl = _read_table(data, source.adapter, source.encoding)
             except InvalidDialogue as exc:
                 yield key, exc, data
                 continue

@@ -284,3 +284,16 @@ def test_english_near_duplicate_export_is_caught_and_template_sibling_kept(make_
     q = {r["record_id"]: r for r in res.quarantined.to_pylist()}
     assert [r["reason_code"] for r in q.values()] == ["near_duplicate"] and "en:orig" in q["en:a.jsonl#L2"]["reason_detail"]
     assert sorted(res.dialogues.column("dialogue_id").to_pylist()) == ["en:orig", "en:sibling"]
+
+
+def test_gb18030_csv_export_with_configured_encoding(make_settings, tmp_path):
+    d = tmp_path / "gbk"
+    d.mkdir()
+    (d / "crm.csv").write_bytes("dialogue_id,turn_idx,role,text\ng1,0,客户,我想租两室一厅，预算4500元。\n"
+                                "g1,1,经纪人,阳光花园有一套，月租4300元。\n".encode("gb18030"))
+    src = {"name": "gbk", "adapter": "csv", "uri": str(d), "roles": {"客户": "customer", "经纪人": "agent"}}
+    as_utf8 = ingest(make_settings(DIALINSIGHT__SOURCES=json.dumps([src])))
+    assert [q["reason_code"] for q in as_utf8.quarantined.to_pylist()] == ["bad_encoding"]
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=json.dumps([dict(src, encoding="gb18030")])))
+    assert res.turns.column("text").to_pylist()[0] == "我想租两室一厅,预算4500元。"  # NFKC: full-width comma
+    assert res.dialogues.column("lang").to_pylist() == ["zh"]

@@ -143,6 +143,19 @@ class PromptSettings(_Model):
     scene_weight: float = Field(default=2.0, ge=1.0)  # boost for scene-specific instructions
 
 
+class InstructionSettings(_Model):
+    """Two-stage instruction library (DESIGN.md 1.2-1.4): seeds, controlled evolution, curation."""
+
+    operators_path: str = "config/instructions/operators.yaml"
+    operators: list[str] = Field(default_factory=list)  # names to use; empty = all in the file
+    rounds: int = Field(default=1, ge=1, le=10)
+    seeds_per_cell: int = Field(default=3, ge=1, le=20)
+    max_chars: int = Field(default=400, ge=20)  # longer instructions are eliminated (too_long)
+    unchanged_threshold: float = Field(default=0.9, gt=0, le=1)  # similarity to the parent = unchanged
+    near_dup_threshold: float = Field(default=0.8, gt=0, le=1)  # similarity to another instruction
+    library_prefix: str = "library"  # object-store prefix of published library versions
+
+
 class EngineSettings(_Model):
     kind: Literal["vllm", "openai"] = "vllm"
     model: str = ".cache/models/smollm2-135m-instruct"
@@ -287,6 +300,7 @@ class Settings(_Model):
     taxonomy: TaxonomySettings
     task_families: dict[str, TaskFamilySettings]
     prompts: PromptSettings = PromptSettings()
+    instructions: InstructionSettings = InstructionSettings()
     engine: EngineSettings = EngineSettings()
     labeling: LabelingSettings = LabelingSettings()
     quality: QualitySettings

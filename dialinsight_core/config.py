@@ -136,6 +136,8 @@ class TaskFamilySettings(_Model):
 
 class PromptSettings(_Model):
     library_path: str = "config/instructions/library.yaml"
+    # auto: the latest human-approved version in the object store, else the bundled file
+    library_source: Literal["auto", "file"] = "auto"
     output_schema_dir: str = "config/output_schemas"
     instructions_per_dialogue: int = Field(default=2, ge=1, le=20)
     variants: list[str] = Field(default_factory=lambda: ["plain", "numbered"])
@@ -154,6 +156,10 @@ class InstructionSettings(_Model):
     unchanged_threshold: float = Field(default=0.9, gt=0, le=1)  # similarity to the parent = unchanged
     near_dup_threshold: float = Field(default=0.8, gt=0, le=1)  # similarity to another instruction
     library_prefix: str = "library"  # object-store prefix of published library versions
+    sample_dialogues: int = Field(default=2, ge=1, le=10)  # context dialogues per seed cell
+    seed_families: list[str] = Field(default_factory=list)  # [] = every task family
+    seed_role_foci: list[str] = Field(default_factory=lambda: ["both"])
+    max_parents: int = Field(default=8, ge=1)  # instructions evolved per round
 
 
 class EngineSettings(_Model):

@@ -117,7 +117,13 @@ def run_build_prompts(ctx: RunContext, ingest_out: dict[str, Any]) -> dict[str, 
     from dialinsight_core.prompts import build_prompts, shard_prompts
 
     k = ingest_out["keys"]
-    library = load_library(ctx.settings)
+    library = None
+    if ctx.settings.prompts.library_source == "auto":  # the latest human-approved version, if any
+        from dialinsight_core.instructions.store import load_approved
+
+        library = load_approved(ctx.store, ctx.settings)
+    if library is None:
+        library = load_library(ctx.settings)
     res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES),
                         ctx.store.read_table(k["turns"], schemas.TURNS), library,
                         load_output_schemas(ctx.settings), ctx.settings, ctx.ds)

@@ -89,3 +89,19 @@ def test_parse_imports_no_heavy_modules():
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_instructions_dag_policy(dagbag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    dag = dagbag.dags["dialinsight_instructions"]
+    assert dag.catchup is False and dag.max_active_runs == 1 and dag.doc_md
+    assert dag.timetable.expression == "0 3 * * 1"  # weekly; manual triggers any time
+    review = dag.get_task("review")
+    assert isinstance(review, HITLOperator) and review.options == ["Approve", "Reject"]
+    assert set(review.params) == {"edits", "note"}
+    assert dag.get_task("generate").pool == "llm_engine"
+    outlets = dag.get_task("finalise").outlets
+    assert [o.name for o in outlets] == ["dialinsight_library"]
+    assert dag.get_task("finalise").upstream_task_ids == {"review", "export_for_review"}
+    dag.params.validate()  # the trigger form accepts its own defaults

@@ -42,7 +42,7 @@ def _ctx() -> Any:
 
 @dag(
     dag_id="dialinsight_instructions",
-    schedule="0 3 * * 1",  # weekly, Monday 03:00 UTC; trigger it from the UI any time
+    schedule=_cfg.instructions_schedule,  # weekly by default; trigger it from the UI any time
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

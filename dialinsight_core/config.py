@@ -289,6 +289,7 @@ class GateSettings(_Model):
 
 class AirflowSettings(_Model):
     schedule: str = "0 2 * * *"
+    instructions_schedule: str | None = "0 3 * * 1"  # the instruction library DAG (weekly); null = manual only
     retries: int = Field(default=2, ge=0)
     retry_delay_s: int = Field(default=60, ge=0)
     max_retry_delay_s: int = Field(default=900, ge=0)

@@ -52,6 +52,10 @@ _OUTSIDE = re.compile(
     r"上网|搜索|网上查|最新(?:市场|房价)|实时|其他(?:客户|对话|经纪人)|预测未来|明年的?房价")
 
 
+_PLACEHOLDER = re.compile(r"(?i)\[\s*insert\b|<\s*(?:the )?(?:new )?instruction\s*>|\blorem ipsum\b|\bTODO\b|"
+                          r"^\s*(?:the )?(?:new|original) (?:instruction|question)\b|在此(?:输入|填写)|新指令")
+
+
 @dataclass(frozen=True)
 class Operator:
     name: str
@@ -165,6 +169,10 @@ def eliminate(candidates: list[dict[str, Any]], existing: list[dict[str, Any]],
                                  f"family {c.get('task_family')!r}")
             continue
         text = text.strip()
+        m = _PLACEHOLDER.search(text)
+        if m:
+            drop(c, "malformed", f"placeholder or meta text instead of an instruction: {m.group()!r}")
+            continue
         if len(text) > cfg.max_chars:
             drop(c, "too_long", f"{len(text)} chars > instructions.max_chars={cfg.max_chars}")
             continue

@@ -98,6 +98,8 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     for (rid, scene, family, role, lang, _), res in zip(cells, results, strict=True):
         items, err = parse_seeds(res.output_text) if not res.error_code else ([], res.error_code)
+        if err and res.finish_reason == "length":
+            err = f"{err} (truncated at engine.max_tokens)"
         base = {"task_family": family, "scene": scene, "role_focus": role, "lang": lang, "origin": "seed",
                 "operator": None, "round": 0, "output_schema_id": s.task_families[family].output_schema_id}
         if err:
@@ -111,8 +113,8 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
 
     # stage 2: controlled evolution, round by round, from the library and the new seeds
     ops = load_operators(s)
-    parents = [r for r in library if r["status"] == "approved"][: cfg.max_parents // 2] + kept[: cfg.max_parents]
-    parents = parents[: cfg.max_parents]
+    # new seeds first, then the approved library fills the rest of the round's parents
+    parents = (kept + [r for r in library if r["status"] == "approved"])[: cfg.max_parents]
     excerpt = next(iter(text_by.values()), [""])
     for rnd in range(1, cfg.rounds + 1):
         jobs, reqs = [], []
@@ -126,6 +128,8 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
         cands = []
         for (rid, p, op), res in zip(jobs, results, strict=True):
             out, err = parse_evolved(res.output_text) if not res.error_code else (None, res.error_code)
+            if err and res.finish_reason == "length":
+                err = f"{err} (truncated at engine.max_tokens)"
             base = {"task_family": p["task_family"], "scene": p["scene"], "role_focus": p["role_focus"],
                     "lang": p.get("lang") or "*", "origin": "evolved", "parent_id": p["instruction_id"],
                     "operator": op.name, "round": rnd, "output_schema_id": p["output_schema_id"]}
@@ -159,7 +163,8 @@ def export_for_review(ctx: Any, gen_out: dict[str, Any]) -> dict[str, Any]:
     library, parent_version = current_library(ctx.store, s)
     version = f"{ctx.ds}.{_id(ctx.run_id)[:6]}"
     keep = [dict(r, status="approved") for r in library]
-    manifest = write_pending(ctx.store, s, keep + doc["rows"], version, parent_version, doc["report"])
+    manifest = write_pending(ctx.store, s, keep + doc["rows"], version, parent_version, doc["report"],
+                             candidate_ids=[r["instruction_id"] for r in doc["rows"]])
     review_md = ctx.store.read_bytes(f"{s.instructions.library_prefix}/v={version}/review.md").decode()
     return {"version": version, "counts": manifest["counts"], "review_uri": ctx.store.url(
         f"{s.instructions.library_prefix}/v={version}/review.md"), "review_md": review_md[:20000]}

@@ -38,7 +38,8 @@ def approved_pointer(settings: Settings) -> str:
 
 
 def write_pending(store: ObjectStore, settings: Settings, rows: list[dict[str, Any]], version: str,
-                  parent_version: str | None, report: dict[str, Any]) -> dict[str, Any]:
+                  parent_version: str | None, report: dict[str, Any],
+                  candidate_ids: list[str] | None = None) -> dict[str, Any]:
     """Write a new version for review. Rows are INSTRUCTIONS rows (plus reason columns)."""
     if store.exists(version_key(settings, version, "manifest.json")):
         manifest = store.read_json(version_key(settings, version, "manifest.json"))
@@ -50,7 +51,7 @@ def write_pending(store: ObjectStore, settings: Settings, rows: list[dict[str, A
     store.write_bytes(version_key(settings, version, "review.md"), review_markdown(table.to_pylist(), version).encode())
     manifest = {"version": version, "parent_version": parent_version, "status": "pending",
                 "created_at": datetime.now(UTC).isoformat(), "counts": dict(Counter(table.column("status").to_pylist())),
-                **report}
+                **report, "candidate_ids": candidate_ids or []}
     store.write_json(version_key(settings, version, "manifest.json"), manifest)
     return manifest
 
@@ -106,8 +107,13 @@ def review(store: ObjectStore, settings: Settings, version: str, decision: str, 
             elif "reviewer_note" in e:
                 r["reviewer_note"] = e["reviewer_note"]
         store.write_table(version_key(settings, version, "instructions.parquet"), schemas.table(LIBRARY_ROWS, rows))
+    from dialinsight_core.instructions.evolution import yield_report
+
     manifest.update(status=decision, reviewed_by=reviewer, reviewed_at=datetime.now(UTC).isoformat(), review_note=note,
                     counts=dict(Counter(r["status"] for r in rows)))
+    if manifest.get("candidate_ids"):  # this version's candidates only, now with the reviewer's verdicts
+        ids = set(manifest["candidate_ids"])
+        manifest["yield"] = yield_report([r for r in rows if r["instruction_id"] in ids])
     store.write_json(mkey, manifest)
     if decision == "approved":
         store.write_json(approved_pointer(settings), {"version": version, "manifest": mkey,

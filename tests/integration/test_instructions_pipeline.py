@@ -44,6 +44,8 @@ def test_generate_review_approve_and_nightly_uses_the_version(make_settings, fak
     ops = {y["operator"] for y in doc["report"]["yield"]}
     assert {"seed", "add_constraints", "deepen", "concretise", "add_reasoning", "in_breadth", "reword"} <= ops
     assert manifest["status"] == "approved" and manifest["reviewed_by"] == "curator"
+    approved_by_op = {(y["operator"], y["round"]): y["approved"] for y in manifest["yield"]}
+    assert sum(approved_by_op.values()) == sum(1 for r in rows if r["status"] == "proposed")  # yield after review
     approved = load_approved(ctx.store, s)
     assert approved is not None and set(approved.column("library_version").to_pylist()) == {exported["version"]}
     # the next nightly uses the new version and records it in the lineage of every prompt

@@ -170,3 +170,10 @@ def test_rejected_version_publishes_nothing(make_settings):
     review(store, s, "v3", "rejected", reviewer="curator", note="operators drift")
     assert load_approved(store, s) is None
     assert json.loads(store.read_bytes("library/v=v3/manifest.json"))["status"] == "rejected"
+
+
+@pytest.mark.parametrize("text", ["[insert text here]", "The new instruction is now ready to be edited.",
+                                  "The original question asked to provide more details.", "在此输入新的指令内容。"])
+def test_placeholder_and_meta_text_is_malformed(settings, text):
+    kept, dropped = eliminate([_cand(1, text)], [], settings)
+    assert kept == [] and dropped[0]["reason_code"] == "malformed"

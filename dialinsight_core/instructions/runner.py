@@ -25,7 +25,14 @@ from dialinsight_core.instructions.evolution import (
     seed_request,
     yield_report,
 )
-from dialinsight_core.instructions.store import LIBRARY_ROWS, approved_pointer, load_approved, review, write_pending
+from dialinsight_core.instructions.store import (
+    LIBRARY_ROWS,
+    approved_pointer,
+    last_review_pointer,
+    load_approved,
+    review,
+    write_pending,
+)
 
 STAGE = "instructions"
 
@@ -44,14 +51,15 @@ def current_library(store: Any, settings: Settings) -> tuple[list[dict[str, Any]
 
 
 def reviewer_guidance(store: Any, settings: Settings) -> str:
-    """Notes of the last review (version note + per-instruction notes), fed to the next round."""
-    if not store.exists(approved_pointer(settings)):
-        return ""
-    manifest = store.read_json(store.read_json(approved_pointer(settings))["manifest"])
-    notes = [manifest.get("review_note") or ""]
-    rows, _ = current_library(store, settings)
-    notes += [r["reviewer_note"] for r in rows if r.get("reviewer_note")]
-    return "; ".join(n for n in notes if n)[:600]
+    """Notes of the last review, approved or rejected (a rejection's note matters most), plus the
+    per-instruction notes of the approved library; fed to the next evolution round."""
+    notes: list[str] = []
+    if store.exists(last_review_pointer(settings)):
+        notes.append(store.read_json(store.read_json(last_review_pointer(settings))["manifest"]).get("review_note") or "")
+    if store.exists(approved_pointer(settings)):
+        rows, _ = current_library(store, settings)
+        notes += [r["reviewer_note"] for r in rows if r.get("reviewer_note")]
+    return "; ".join(dict.fromkeys(n for n in notes if n))[:600]
 
 
 def _row(base: dict[str, Any], **over: Any) -> dict[str, Any]:

@@ -37,6 +37,11 @@ def approved_pointer(settings: Settings) -> str:
     return f"{_prefix(settings)}/approved.json"
 
 
+def last_review_pointer(settings: Settings) -> str:
+    """The most recently reviewed version, approved or rejected (its note guides the next round)."""
+    return f"{_prefix(settings)}/last_review.json"
+
+
 def write_pending(store: ObjectStore, settings: Settings, rows: list[dict[str, Any]], version: str,
                   parent_version: str | None, report: dict[str, Any],
                   candidate_ids: list[str] | None = None) -> dict[str, Any]:
@@ -115,6 +120,7 @@ def review(store: ObjectStore, settings: Settings, version: str, decision: str, 
         ids = set(manifest["candidate_ids"])
         manifest["yield"] = yield_report([r for r in rows if r["instruction_id"] in ids])
     store.write_json(mkey, manifest)
+    store.write_json(last_review_pointer(settings), {"version": version, "status": decision, "manifest": mkey})
     if decision == "approved":
         store.write_json(approved_pointer(settings), {"version": version, "manifest": mkey,
                                                       "instructions": version_key(settings, version, "instructions.parquet")})

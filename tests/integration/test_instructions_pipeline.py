@@ -60,8 +60,11 @@ def test_generate_review_approve_and_nightly_uses_the_version(make_settings, fak
 
 
 def test_rejected_review_publishes_nothing(make_settings, fake_openai):
-    s, ctx, _, exported, manifest, _ = _run(make_settings, fake_openai, "Reject")
+    s, ctx, _, exported, manifest, _ = _run(make_settings, fake_openai, "Reject", {"note": "ask about the dialogue's facts"})
     assert manifest["status"] == "rejected" and load_approved(ctx.store, s) is None
+    from dialinsight_core.instructions.runner import reviewer_guidance
+
+    assert reviewer_guidance(ctx.store, s) == "ask about the dialogue's facts"  # guides the next round
     lib = ctx.store.read_json(f"library/v={exported['version']}/manifest.json")
     assert lib["status"] == "rejected"
 

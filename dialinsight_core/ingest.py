@@ -15,7 +15,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -467,9 +466,8 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
 def classify_scenes_llm(result: IngestResult, engine: Any, settings: Settings) -> IngestResult:
     """Revisit dialogues left at the default scene with an LLM (structured output: one of the
     taxonomy's scenes). A failed or invalid reply keeps the default scene, marked ``llm_failed``."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
     from dialinsight_core.inference import LabelRequest
+    from dialinsight_core.prompts import template_env
 
     dialogues = result.dialogues.to_pylist()
     todo = [d for d in dialogues if d["scene_source"] == "default"]
@@ -480,9 +478,7 @@ def classify_scenes_llm(result: IngestResult, engine: Any, settings: Settings) -
     scenes = list(settings.taxonomy.scenes)
     schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],
               "additionalProperties": False}
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "prompts" / "templates"), undefined=StrictUndefined,
-                      autoescape=False)
-    tpl = env.get_template("scene_classifier.j2")
+    tpl = template_env().get_template("scene_classifier.j2")
     text_by: dict[str, list[str]] = {}
     for t in result.turns.select(["dialogue_id", "role", "text"]).to_pylist():
         text_by.setdefault(t["dialogue_id"], []).append(f"{t['role']}: {t['text']}")

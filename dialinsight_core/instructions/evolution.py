@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dialinsight_core.config import Settings
 from dialinsight_core.dedup import LSHIndex, MinHasher, shingles
 from dialinsight_core.inference import LabelRequest
 from dialinsight_core.pii import find_pii
+from dialinsight_core.prompts import template_env
 
 __all__ = ["ELIMINATION_REASONS", "Operator", "diversity", "eliminate", "evolve_request", "load_operators",
            "parse_evolved", "parse_seeds", "seed_request", "yield_report"]
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "prompts" / "templates"
 ELIMINATION_REASONS = ("malformed", "too_long", "contains_pii", "unchanged", "not_answerable", "near_duplicate")
 SEED_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -78,14 +77,10 @@ def load_operators(settings: Settings) -> dict[str, Operator]:
     return {n: ops[n] for n in wanted}
 
 
-def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False)
-
-
 def seed_request(request_id: str, *, scene: str, role_focus: str, family: str, objective: str, dialogues: list[str],
                  n: int, lang: str, settings: Settings) -> LabelRequest:
     """Stage 1: ask for ``n`` diverse instructions for one (scene, role focus, task family) cell."""
-    user = _env().get_template("seed_instructions.j2").render(
+    user = template_env().get_template("seed_instructions.j2").render(
         lang=lang, scene=scene, scene_description=settings.taxonomy.scenes[scene].description, role_focus=role_focus,
         family=family, objective=objective, dialogues=dialogues, n=n)
     return LabelRequest(request_id, [{"role": "user", "content": user}], SEED_SCHEMA)
@@ -94,7 +89,7 @@ def seed_request(request_id: str, *, scene: str, role_focus: str, family: str, o
 def evolve_request(request_id: str, parent: dict[str, Any], op: Operator, *, dialogue_excerpt: str, guidance: str,
                    settings: Settings) -> LabelRequest:
     """Stage 2: one operator applied to one instruction (reviewer guidance from the last round included)."""
-    env = _env()
+    env = template_env()
     lang = "zh" if parent.get("lang") == "zh" else "en"
     scene = parent["scene"] if parent["scene"] != "*" else settings.taxonomy.default_scene
     ask = env.from_string(op.template).render(

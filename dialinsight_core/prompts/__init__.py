@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,10 @@ class PromptResult:
     stats: dict[str, Any]
 
 
-def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefined, keep_trailing_newline=False,
-                       autoescape=False)
+@cache
+def template_env(folder: Path = TEMPLATE_DIR) -> Environment:
+    """The Jinja environment every LLM prompt is rendered with (strict: a missing variable fails)."""
+    return Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined, autoescape=False)
 
 
 def stable_int(*parts: Any) -> int:
@@ -87,7 +89,7 @@ def build_prompts(
     dialogues: pa.Table, turns: pa.Table, library: pa.Table, output_schemas: dict[str, dict[str, Any]],
     settings: Settings, ds: str,
 ) -> PromptResult:
-    env = _env()
+    env = template_env()
     cfg = settings.prompts
     instr = library.to_pylist()
     by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)

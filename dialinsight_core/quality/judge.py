@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from dialinsight_core.config import JUDGE_DIMENSIONS, Settings
 from dialinsight_core.inference import Engine, LabelRequest, LabelResult
+from dialinsight_core.prompts import template_env
 
 __all__ = ["JUDGE_SCHEMA", "JudgeItem", "JudgeVerdict", "build_request", "judge_records", "parse_verdict",
            "select_for_judge"]
@@ -88,13 +89,9 @@ def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple
     return chosen, counts
 
 
-def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(_TEMPLATES), undefined=StrictUndefined, autoescape=False)
-
-
 def build_request(item: JudgeItem, settings: Settings, env: Environment | None = None) -> LabelRequest:
     cfg = settings.quality.judge
-    env = env or _env()
+    env = env or template_env(_TEMPLATES)
     lang = "zh" if item.lang == "zh" else "en"
     user = env.get_template("judge_user.j2").render(
         lang=lang, dialogue=item.dialogue[: cfg.max_dialogue_chars], instruction=item.instruction,
@@ -138,7 +135,7 @@ def judge_records(items: list[JudgeItem], engine: Engine, settings: Settings) ->
     """One rubric call per item through the engine; a verdict for every item, failures included."""
     if not items:
         return {}
-    env = _env()
+    env = template_env(_TEMPLATES)
     results = engine.generate([build_request(i, settings, env) for i in items])
     if len(results) != len(items):
         raise AssertionError(f"judge engine returned {len(results)} results for {len(items)} requests")

@@ -331,9 +331,13 @@ class Settings(_Model):
             raise ValueError(f"gates.collapse.columns names unknown columns {bad_cols}; known: {sorted(known_cols)}")
         return self
 
+    def with_engine(self, overrides: dict[str, Any]) -> Settings:
+        """These settings with ``overrides`` applied over the ``engine`` section (a task's own engine)."""
+        return self.with_overrides({f"engine.{k}": v for k, v in overrides.items()})
+
     def judge_settings(self) -> Settings:
         """These settings with ``quality.judge.engine`` applied over ``engine`` (the judge's engine)."""
-        return self.with_overrides({f"engine.{k}": v for k, v in self.quality.judge.engine.items()})
+        return self.with_engine(self.quality.judge.engine)
 
     def resolve_path(self, value: str) -> Path:
         """Paths in the config are relative to the project root."""

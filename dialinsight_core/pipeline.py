@@ -102,8 +102,7 @@ def run_ingest(ctx: RunContext) -> dict[str, Any]:
         from dialinsight_core.inference import make_engine
         from dialinsight_core.ingest import classify_scenes_llm
 
-        overrides = {f"engine.{k}": v for k, v in ctx.settings.ingest.llm_classifier_engine.items()}
-        engine = make_engine(ctx.settings.with_overrides(overrides))
+        engine = make_engine(ctx.settings.with_engine(ctx.settings.ingest.llm_classifier_engine))
         try:
             res = classify_scenes_llm(res, engine, ctx.settings)
         finally:
@@ -164,7 +163,7 @@ def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | Non
 
 
 def run_score(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str, Any],
-              label_outs: list[dict[str, Any]], judge_engine: Engine | None = None) -> dict[str, Any]:
+              label_outs: list[dict[str, Any]]) -> dict[str, Any]:
     """The quality cascade; the judge's engine is built only if some record needs the judge."""
     from dialinsight_core.inference import make_engine
     from dialinsight_core.instructions import load_output_schemas
@@ -172,29 +171,12 @@ def run_score(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str
 
     labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
         if label_outs else schemas.table(schemas.LABELS, [])
-    factory = None
-    if ctx.settings.quality.judge.enabled:
-        factory = (lambda: _Borrowed(judge_engine)) if judge_engine is not None \
-            else (lambda: make_engine(ctx.settings.judge_settings()))
+    factory = (lambda: make_engine(ctx.settings.judge_settings())) if ctx.settings.quality.judge.enabled else None
     res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
                        ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
                        ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
                        load_output_schemas(ctx.settings), ctx.settings, factory)
     return _write_stage(ctx, "score", {"scored": res.scored}, res.stats)
-
-
-class _Borrowed:
-    """An engine lent by the caller (run_all shares one): closing it is the caller's job."""
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-        self.name, self.model = engine.name, engine.model
-
-    def generate(self, requests: list[Any]) -> list[Any]:
-        return self._engine.generate(requests)
-
-    def close(self) -> None:
-        pass
 
 
 def previous_baseline(ctx: RunContext) -> Any:
@@ -216,7 +198,7 @@ def run_gate(ctx: RunContext, score_out: dict[str, Any], ingest_out: dict[str, A
 
     dialogues_read = ingest_out["stats"]["files_read"] if ingest_out else None
     res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings,
-                      previous_baseline(ctx), dialogues_read, ctx.params, run_name=ctx.paths.snapshot_id.replace("/", "_"))
+                      previous_baseline(ctx), dialogues_read, ctx.params, run_name=ctx.paths.snapshot_id)
     # one folder per attempt: a retried gate never mixes its evidence with an earlier attempt's
     gx_prefix = ctx.key(f"gate/gx/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
     try:

@@ -88,10 +88,6 @@ def classify_scene_with_source(text: str, hints: list[str], source: SourceSettin
     return best, ("keywords" if best_hits else "default")
 
 
-def classify_scene(text: str, hints: list[str], source: SourceSettings, settings: Settings) -> str:
-    return classify_scene_with_source(text, hints, source, settings)[0]
-
-
 def _keyword_in(keyword: str, low: str) -> bool:
     """Chinese keywords match as substrings; English ones on word boundaries ("hi" not in "this")."""
     if not keyword.isascii() or not keyword[0].isalnum():  # Chinese, or punctuation such as "?" / "[name_"
@@ -356,6 +352,21 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         old_hashes.setdefault(row["content_hash"], where)
         old_lsh.add(where, np.asarray(row["minhash"], dtype=np.uint64))
     dialogues_redacted = 0
+
+    def duplicate_of(content_hash: str, sig: np.ndarray) -> tuple[str, str] | None:
+        """(reason_code, detail) when this dialogue repeats one kept in this run or already published."""
+        if content_hash in seen_hashes:
+            return "duplicate", f"same content as {seen_hashes[content_hash]}"
+        old = [(old_hashes[content_hash], 1.0)] if content_hash in old_hashes else old_lsh.query(sig)
+        if old:
+            how = "same content" if old[0][1] == 1.0 else f"similarity {old[0][1]:.2f}"
+            return "duplicate_of_published", f"{how} as published {old[0][0]}"
+        near = lsh.query(sig)
+        if near:
+            return "near_duplicate", (f"estimated similarity {near[0][1]:.2f} >= {settings.ingest.near_dup_threshold} "
+                                      f"with {near[0][0]}")
+        return None
+
     for source in wanted:
         read_here = 0
         for record_id_in_source, rec, data in _records(source, settings):
@@ -385,30 +396,12 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
             content_hash = hashlib.sha256(
                 "\n".join(f"{r}\t{t.lower()}" for r, t, _ in turns).encode()
             ).hexdigest()
-            if content_hash in seen_hashes:
-                quarantine.append(
-                    schemas.quarantine_row(record_id, {"source": source.name, "file": key, "dialogue_id": dialogue_id},
-                                           STAGE, "duplicate", f"same content as {seen_hashes[content_hash]}")
-                )
-                continue
             sig = hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in turns))
-            old = [(old_hashes[content_hash], 1.0)] if content_hash in old_hashes else old_lsh.query(sig)
-            if old:
+            dup = duplicate_of(content_hash, sig)
+            if dup:
                 quarantine.append(
                     schemas.quarantine_row(record_id, {"source": source.name, "file": key, "dialogue_id": dialogue_id},
-                                           STAGE, "duplicate_of_published",
-                                           f"{'same content' if old[0][1] == 1.0 else f'similarity {old[0][1]:.2f}'} "
-                                           f"as published {old[0][0]}")
-                )
-                continue
-            near = lsh.query(sig)
-            if near:
-                other, sim = near[0]
-                quarantine.append(
-                    schemas.quarantine_row(record_id, {"source": source.name, "file": key, "dialogue_id": dialogue_id},
-                                           STAGE, "near_duplicate",
-                                           f"estimated similarity {sim:.2f} >= {settings.ingest.near_dup_threshold} "
-                                           f"with {other}")
+                                           STAGE, *dup)
                 )
                 continue
             lsh.add(dialogue_id, sig)

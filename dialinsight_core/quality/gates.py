@@ -55,10 +55,6 @@ class GateResult:
     def row_results(self) -> dict[str, Any]:
         return self.results.get("row_gate", {})
 
-    @property
-    def batch_results(self) -> dict[str, Any]:
-        return self.results.get("batch_gate", {})
-
 
 @dataclass(frozen=True)
 class Baseline:

@@ -50,14 +50,14 @@ def current_library(store: Any, settings: Settings) -> tuple[list[dict[str, Any]
     return rows, rows[0]["library_version"] if rows else "v0"
 
 
-def reviewer_guidance(store: Any, settings: Settings) -> str:
+def reviewer_guidance(store: Any, settings: Settings, library: list[dict[str, Any]] | None = None) -> str:
     """Notes of the last review, approved or rejected (a rejection's note matters most), plus the
     per-instruction notes of the approved library; fed to the next evolution round."""
     notes: list[str] = []
     if store.exists(last_review_pointer(settings)):
         notes.append(store.read_json(store.read_json(last_review_pointer(settings))["manifest"]).get("review_note") or "")
     if store.exists(approved_pointer(settings)):
-        rows, _ = current_library(store, settings)
+        rows = library if library is not None else current_library(store, settings)[0]
         notes += [r["reviewer_note"] for r in rows if r.get("reviewer_note")]
     return "; ".join(dict.fromkeys(n for n in notes if n))[:600]
 
@@ -77,7 +77,7 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
     cfg = s.instructions
     store = ctx.store
     library, parent_version = current_library(store, s)
-    guidance = reviewer_guidance(store, s)
+    guidance = reviewer_guidance(store, s, library)
     sample = ingest(s, max_dialogues=int(ctx.params.get("max_dialogues") or 20))
     text_by: dict[str, list[str]] = defaultdict(list)
     for t in sample.turns.select(["dialogue_id", "role", "text"]).to_pylist():

@@ -456,6 +456,14 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
 # --- optional LLM scene classifier --------------------------------------------------------------
 
 
+def turn_lines(turns: pa.Table) -> dict[str, list[str]]:
+    """Per dialogue, its turns as ``role: text`` lines in table order (what LLM prompts about it show)."""
+    lines: dict[str, list[str]] = {}
+    for t in turns.select(["dialogue_id", "role", "text"]).to_pylist():
+        lines.setdefault(t["dialogue_id"], []).append(f"{t['role']}: {t['text']}")
+    return lines
+
+
 def classify_scenes_llm(result: IngestResult, engine: Any, settings: Settings) -> IngestResult:
     """Revisit dialogues left at the default scene with an LLM (structured output: one of the
     taxonomy's scenes). A failed or invalid reply keeps the default scene, marked ``llm_failed``."""
@@ -472,9 +480,7 @@ def classify_scenes_llm(result: IngestResult, engine: Any, settings: Settings) -
     schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],
               "additionalProperties": False}
     tpl = template_env().get_template("scene_classifier.j2")
-    text_by: dict[str, list[str]] = {}
-    for t in result.turns.select(["dialogue_id", "role", "text"]).to_pylist():
-        text_by.setdefault(t["dialogue_id"], []).append(f"{t['role']}: {t['text']}")
+    text_by = turn_lines(result.turns)
     reqs = [LabelRequest(d["dialogue_id"], [{"role": "user", "content": tpl.render(
         lang="zh" if d["lang"] == "zh" else "en", dialogue="\n".join(text_by.get(d["dialogue_id"], []))[:4000],
         scenes=[(n, settings.taxonomy.scenes[n].description) for n in scenes])}], schema) for d in todo]

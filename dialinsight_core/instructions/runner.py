@@ -71,7 +71,7 @@ def _row(base: dict[str, Any], **over: Any) -> dict[str, Any]:
 
 def generate(ctx: Any, engine: Any) -> dict[str, Any]:
     """Seeds + evolution rounds with elimination; writes every candidate (kept or eliminated)."""
-    from dialinsight_core.ingest import ingest
+    from dialinsight_core.ingest import ingest, turn_lines
 
     s: Settings = ctx.settings
     cfg = s.instructions
@@ -79,9 +79,7 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
     library, parent_version = current_library(store, s)
     guidance = reviewer_guidance(store, s, library)
     sample = ingest(s, max_dialogues=int(ctx.params.get("max_dialogues") or 20))
-    text_by: dict[str, list[str]] = defaultdict(list)
-    for t in sample.turns.select(["dialogue_id", "role", "text"]).to_pylist():
-        text_by[t["dialogue_id"]].append(f"{t['role']}: {t['text']}")
+    text_by = turn_lines(sample.turns)
     by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in sample.dialogues.to_pylist():
         by_scene[d["scene"]].append(d)

@@ -272,7 +272,7 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
     for fam in settings.task_families:
         acc_df[f"is_{fam}"] = (acc_df["task_family"] == fam).astype("float64")
     acc_exps, acc_skipped = accepted_expectations(settings, len(acc_df), baseline, dialogues_read, params)
-    failed = []
+    failed = _failures(batch_res)
     acc_success = True
     if acc_exps:
         acc_res = suites.run("batch_accepted_gate", acc_df, acc_exps)
@@ -284,7 +284,6 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
     summary["batch_accepted_gate"] = {"success": acc_success, "version": g.suite_version, "hash": suite_hash(acc_exps),
                                       "expectations": len(acc_exps), "skipped": acc_skipped,
                                       "baseline": baseline.snapshot_id if baseline else None}
-    failed = _failures(batch_res) + failed
     batch_success = bool(batch_res.success) and acc_success
 
     stats = {

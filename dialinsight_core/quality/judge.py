@@ -63,6 +63,11 @@ def _audit_draw(seed: int, prompt_id: str) -> float:
     return stable_int(seed, "judge-audit", prompt_id) / float(1 << 63)
 
 
+def no_selection(cap: int = 0) -> tuple[dict[str, str], dict[str, int]]:
+    """The selection when the judge sees nothing (disabled, or no room under the cap)."""
+    return {}, {"cap": cap, "audit": 0, "borderline_candidates": 0, "borderline": 0, "skipped_by_cap": 0}
+
+
 def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple[dict[str, str], dict[str, int]]:
     """Which records the judge sees and why: {prompt_id: "audit" | "borderline"}, plus counts.
 
@@ -74,7 +79,7 @@ def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple
     cfg = settings.quality.judge
     cap = int(cfg.max_share * len(records))
     if not cfg.enabled or cap == 0:
-        return {}, {"cap": cap, "audit": 0, "borderline_candidates": 0, "borderline": 0, "skipped_by_cap": 0}
+        return no_selection(cap)
     draws = sorted((_audit_draw(settings.seed, r["prompt_id"]), r["prompt_id"]) for r in records)
     audit = [pid for d, pid in draws if d < cfg.audit_fraction][:cap]
     chosen = dict.fromkeys(audit, "audit")

@@ -123,8 +123,7 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
     chosen, sel = judge.select_for_judge(
         [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"], "margin": r["_margin"]}
          for r in rows],
-        settings) if judge_engine is not None else ({}, {"cap": 0, "audit": 0, "borderline_candidates": 0,
-                                                          "borderline": 0, "skipped_by_cap": 0})
+        settings) if judge_engine is not None else judge.no_selection()
     verdicts: dict[str, judge.JudgeVerdict] = {}
     t_judge = 0.0
     engine_desc: dict[str, Any] = {}

@@ -111,7 +111,6 @@ _NAME_PATTERNS = [
 ]
 PLACEHOLDER_TYPES = {"email": "EMAIL", "id_number": "ID_NUMBER", "ssn": "ID_NUMBER", "bank_card": "BANK_CARD",
                      "phone": "PHONE", "unit_number": "UNIT", "street_address": "ADDRESS", "name": "NAME"}
-_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(sorted(set(PLACEHOLDER_TYPES.values()))) + r")_\d+\]")
 
 
 _ASKS_NAME = re.compile(r"(?i)\byour (?:full )?name\b|\bwho am i speaking\b|怎么称呼|贵姓|您的名字|你的名字|你叫什么|您叫什么")
@@ -186,6 +185,3 @@ class Redactor:
             text = re.sub(pattern, lambda m: self._placeholder("name", self._canonical.get(m.group(), m.group())), text)
         return text
 
-
-def is_placeholder(text: str) -> bool:
-    return bool(_PLACEHOLDER.fullmatch(text))

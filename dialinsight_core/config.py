@@ -180,6 +180,12 @@ class EngineSettings(_Model):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=8, ge=1)
+    backoff_s: float = Field(default=0.5, ge=0)  # first retry waits ~backoff_s, doubling (full jitter)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    # in-process vLLM on a GPU worker (ignored by kind=openai; the server has its own flags)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enable_prefix_caching: bool = True
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> EngineSettings:
@@ -191,6 +197,14 @@ class EngineSettings(_Model):
 class LabelingSettings(_Model):
     shards: int = Field(default=2, ge=1, le=MAX_SHARDS)
     max_failure_rate: float = Field(default=0.5, ge=0, le=1)
+    # results are flushed to the shard's checkpoint (= request cache) every this many records,
+    # so a killed task loses at most one chunk; the retry resends only what is not cached
+    checkpoint_every: int = Field(default=64, ge=1)
+    cache: bool = True
+    cache_prefix: str = "cache/label"
+    # prefix: prompts sharing a dialogue prefix run together (vLLM prefix caching); input: as built;
+    # shuffled: seeded random order (the benchmark's baseline)
+    order: Literal["prefix", "input", "shuffled"] = "prefix"
 
 
 class JudgeSettings(_Model):

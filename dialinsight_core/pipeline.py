@@ -23,7 +23,7 @@ from dialinsight_core.config import PROJECT_ROOT, Settings
 from dialinsight_core.storage import LATEST_KEY, ObjectStore, RunPaths, store_from_settings
 
 if TYPE_CHECKING:
-    from dialinsight_core.inference import Engine
+    from dialinsight_core.inference import Engine, LazyEngine
 
 
 class BatchGateFailed(RuntimeError):
@@ -137,19 +137,20 @@ def run_build_prompts(ctx: RunContext, ingest_out: dict[str, Any]) -> dict[str, 
     return out
 
 
-def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | None = None) -> dict[str, Any]:
-    """Label one shard; builds (and closes) its own engine unless one is passed in."""
-    from dialinsight_core.inference import label_prompts, make_engine
+def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | LazyEngine | None = None) -> dict[str, Any]:
+    """Label one shard through the request cache; builds (and closes) its own engine, lazily,
+    unless one is passed in."""
+    from dialinsight_core.inference import LazyEngine, label_prompts
     from dialinsight_core.instructions import load_output_schemas
 
     prompts = ctx.store.read_table(shard["key"], schemas.PROMPTS)
-    own = engine is None
-    engine = make_engine(ctx.settings) if engine is None else engine
+    own = LazyEngine(ctx.settings) if engine is None else None
     try:
-        res = label_prompts(prompts, engine, load_output_schemas(ctx.settings), ctx.settings)
+        res = label_prompts(prompts, engine or own, load_output_schemas(ctx.settings), ctx.settings,  # type: ignore[arg-type]
+                            store=ctx.store)
     finally:
-        if own:
-            engine.close()
+        if own is not None:
+            own.close()
     n = res.stats["prompts_in"]
     rate = res.stats["quarantined"] / n if n else 0.0
     stage = f"label/shard-{shard['shard']:05d}"
@@ -165,13 +166,20 @@ def run_label_shard(ctx: RunContext, shard: dict[str, Any], engine: Engine | Non
 def run_score(ctx: RunContext, ingest_out: dict[str, Any], prompts_out: dict[str, Any],
               label_outs: list[dict[str, Any]]) -> dict[str, Any]:
     """The quality cascade; the judge's engine is built only if some record needs the judge."""
-    from dialinsight_core.inference import make_engine
+    from dialinsight_core.inference import CachedEngine, LazyEngine
     from dialinsight_core.instructions import load_output_schemas
     from dialinsight_core.quality.scoring import score_labels
 
     labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
         if label_outs else schemas.table(schemas.LABELS, [])
-    factory = (lambda: make_engine(ctx.settings.judge_settings())) if ctx.settings.quality.judge.enabled else None
+    factory = None
+    if ctx.settings.quality.judge.enabled:
+        judge = ctx.settings.judge_settings()
+        lab = ctx.settings.labeling
+        # the judge's requests go through the same request cache: a rerun pays for no verdict twice
+        def factory() -> CachedEngine:
+            return CachedEngine(LazyEngine(judge), judge.engine, ctx.store if lab.cache else None,
+                                f"{lab.cache_prefix.rstrip('/')}/judge", lab.checkpoint_every, lab.order, owns_inner=True)
     res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
                        ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
                        ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
@@ -343,9 +351,9 @@ def run_all(ctx: RunContext) -> dict[str, Any]:
     pr = run_build_prompts(ctx, ing)
     labels: list[dict[str, Any]] = []
     if pr["stats"]["prompts"]:
-        from dialinsight_core.inference import make_engine
+        from dialinsight_core.inference import LazyEngine
 
-        engine = make_engine(ctx.settings)  # one engine for all shards in this process
+        engine = LazyEngine(ctx.settings)  # one engine for all shards in this process, built if needed
         try:
             labels = [run_label_shard(ctx, s, engine) for s in pr["shards"]]
         finally:

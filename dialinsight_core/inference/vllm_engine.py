@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from dialinsight_core.config import EngineSettings
@@ -25,6 +26,13 @@ def configure_vllm_env(cfg: EngineSettings) -> None:
     if bind == "auto":
         bind = f"0-{max((os.cpu_count() or 1) - 1, 0)}"
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
+
+
+def _failure(req: LabelRequest, exc: Exception) -> LabelResult:
+    text = str(exc)
+    low = text.lower()
+    code = "context_too_long" if "maximum context length" in low or "maximum model length" in low else "bad_request"
+    return LabelResult(req.prompt_id, None, None, 0, 0, 0.0, code, text[:500])
 
 
 class VLLMEngine(Engine):
@@ -43,7 +51,11 @@ class VLLMEngine(Engine):
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
             enforce_eager=True,
-            distributed_executor_backend="uni",
+            # one GPU (or the CPU build): the engine runs inside this process; tensor parallel needs workers
+            distributed_executor_backend="uni" if cfg.tensor_parallel_size == 1 else "mp",
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_prefix_caching=cfg.enable_prefix_caching,
             seed=cfg.seed,
         )
 
@@ -53,35 +65,61 @@ class VLLMEngine(Engine):
 
         return SamplingParams(**sampling_dict(self.cfg), structured_outputs=StructuredOutputsParams(json=schema))
 
-    def _run(self, requests: list[LabelRequest]) -> list[LabelResult]:
-        start = time.perf_counter()
-        outs = self.llm.chat([r.messages for r in requests], [self._params(r.json_schema) for r in requests],
-                             use_tqdm=False)
-        per = (time.perf_counter() - start) / max(len(requests), 1)
-        results = []
-        for req, out in zip(requests, outs, strict=True):
-            comp = out.outputs[0]
-            results.append(LabelResult(
-                prompt_id=req.prompt_id, output_text=comp.text, finish_reason=comp.finish_reason,
-                prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=len(comp.token_ids),
-                latency_s=per,
-            ))
-        return results
+    @staticmethod
+    def _result(req: LabelRequest, out: Any, latency: float) -> LabelResult:
+        comp = out.outputs[0]
+        return LabelResult(prompt_id=req.prompt_id, output_text=comp.text, finish_reason=comp.finish_reason,
+                           prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=len(comp.token_ids),
+                           latency_s=latency)
 
-    def generate(self, requests: list[LabelRequest]) -> list[LabelResult]:
-        if not requests:
-            return []
+    def stream(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
+        """Enqueue every request, then step the engine and yield each one as it finishes: the
+        same loop as ``LLM.chat`` (continuous batching over the whole shard), but results are
+        handed out while the rest run, so the label stage checkpoints without draining the batch.
+        A request vLLM refuses at enqueue (too long, bad schema) is a failed record at once."""
+        if not hasattr(self.llm, "enqueue_chat"):  # older vLLM: one chat() call, results at the end
+            yield from self._chat_all(requests)
+            return
+        start = time.perf_counter()
+        waiting: dict[str, int] = {}
+        for i, req in enumerate(requests):
+            try:
+                rid = self.llm.enqueue_chat([req.messages], self._params(req.json_schema), use_tqdm=False)[0]
+            except Exception as exc:  # refused request: a record, not a crash
+                yield i, _failure(req, exc)
+            else:
+                # enqueue returns "<n>-<suffix>"; finished outputs carry the external id "<n>"
+                waiting[str(rid)] = waiting[str(rid).split("-", 1)[0]] = i
+        engine = self.llm.llm_engine
+        pending = set(waiting.values())
         try:
-            return self._run(requests)
-        except Exception:  # one bad request (e.g. too long) fails the batch: isolate it
-            results = []
-            for req in requests:
+            while pending and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in waiting:
+                        i = waiting.pop(out.request_id)
+                        pending.discard(i)
+                        yield i, self._result(requests[i], out, time.perf_counter() - start)
+        finally:
+            if pending:  # the consumer stopped early or the engine failed: leave nothing queued
+                engine.abort_request([k for k, i in waiting.items() if i in pending])
+        if pending:
+            raise RuntimeError(f"vLLM finished without {len(pending)} requests")
+
+    def _chat_all(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
+        start = time.perf_counter()
+        try:
+            outs = self.llm.chat([r.messages for r in requests], [self._params(r.json_schema) for r in requests],
+                                 use_tqdm=False)
+        except Exception:  # one bad request fails the batch: isolate it
+            for i, req in enumerate(requests):
                 try:
-                    results.extend(self._run([req]))
+                    out = self.llm.chat([req.messages], [self._params(req.json_schema)], use_tqdm=False)[0]
+                    yield i, self._result(req, out, time.perf_counter() - start)
                 except Exception as exc:
-                    code = "context_too_long" if "longer than the maximum model length" in str(exc) else "engine_error"
-                    results.append(LabelResult(req.prompt_id, None, None, 0, 0, 0.0, code, str(exc)[:500]))
-            return results
+                    yield i, _failure(req, exc)
+            return
+        for i, (req, out) in enumerate(zip(requests, outs, strict=True)):
+            yield i, self._result(req, out, time.perf_counter() - start)
 
     def close(self) -> None:
         del self.llm

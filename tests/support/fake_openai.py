@@ -20,6 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BEHAVIOURS = ("good", "repeat", "truncated", "malformed", "error500", "slow", "copy",
+              # transport faults: a 200 whose body is not JSON, 429 with Retry-After, 400 context length,
+              # and "flaky_*": the fault on a request's first attempt only, then a good reply
+              "bad_body", "error429", "context_too_long", "flaky500", "flaky_slow", "flaky_body",
               # planted quality defects (each must be rejected with its reason code)
               "refusal", "boilerplate", "pii", "echo", "invented", "wrong_lang",
               # judge replies (requests whose system prompt is the judge's)
@@ -167,7 +170,10 @@ class FakeOpenAIServer:
         self.plan = plan or (lambda body: "good")
         self.slow_s = slow_s
         self.requests: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()  # per request payload
         self.bodies: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         server = self
 
@@ -192,9 +198,46 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 behaviour = server.plan(body)
+                key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
                 with server._lock:
                     server.requests[behaviour] += 1
                     server.bodies.append(body)
+                    server.attempts[key] += 1
+                    first = server.attempts[key] == 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._reply(body, behaviour, first)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _reply(self, body: dict[str, Any], behaviour: str, first: bool) -> None:
+                if behaviour.startswith("flaky_") or behaviour == "flaky500":
+                    behaviour = {"flaky500": "error500", "flaky_slow": "slow", "flaky_body": "bad_body"}[behaviour] \
+                        if first else "good"
+                if behaviour == "bad_body":
+                    data = b'{"id": "chatcmpl-fake", "choices": [{"message": <html>upstream reset'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if behaviour == "error429":
+                    data = json.dumps({"error": {"message": "rate limited", "type": "rate_limit"}}).encode()
+                    self.send_response(429)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Retry-After", "0.2")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if behaviour == "context_too_long":
+                    self._send(400, {"error": {"message": "This model's maximum context length is 2048 tokens. "
+                                                          "However, you requested 3000 tokens.",
+                                               "type": "BadRequestError", "code": 400}})
+                    return
                 if behaviour == "error500":
                     self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
                     return
@@ -210,7 +253,11 @@ class FakeOpenAIServer:
                               "total_tokens": prompt_tokens + len(content.split())},
                 })
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that timed out closed its socket before a slow reply: expected
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

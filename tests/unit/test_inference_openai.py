@@ -71,3 +71,44 @@ def test_label_stage_conserves_records(make_settings, fake_openai):
     assert res.quarantined.num_rows > 0 and set(res.quarantined.column("reason_code").to_pylist()) == {"http_500"}
     assert set(res.labels.column("engine").to_pylist()) == {"openai"}
     assert all(json.loads(r["record"])["prompt_id"] == r["record_id"] for r in res.quarantined.to_pylist())
+
+
+# --- async engine: retries with backoff, bounded concurrency, streaming ----------------------
+
+FAST = {"DIALINSIGHT__ENGINE__BACKOFF_S": "0.01", "DIALINSIGHT__ENGINE__BACKOFF_MAX_S": "0.05"}
+
+
+def _by_id(plans: dict[int, str], default: str = "good"):
+    return lambda body: plans.get(int(body["messages"][0]["content"].split()[3]), default)  # "flat {i}"
+
+
+def test_transient_faults_are_retried_until_a_good_reply(make_settings, fake_openai):
+    plans = {0: "flaky500", 1: "flaky_body", 2: "flaky_slow", 3: "good"}
+    srv = fake_openai(plan=_by_id(plans), slow_s=2.0)
+    engine, _ = _engine(make_settings, srv, DIALINSIGHT__ENGINE__TIMEOUT_S="0.5", **FAST)
+    out = engine.generate([_req(i) for i in range(4)])
+    assert [r.error_code for r in out] == [None] * 4
+    assert all("reply" in json.loads(r.output_text) for r in out)
+    assert [r.attempts for r in out] == [2, 2, 2, 1]
+    assert srv.total == 7  # three faults seen once each, then answered
+
+
+def test_each_fault_that_persists_becomes_a_record_with_its_reason(make_settings, fake_openai):
+    plans = {0: "error500", 1: "bad_body", 2: "slow", 3: "error429", 4: "context_too_long", 5: "good"}
+    srv = fake_openai(plan=_by_id(plans), slow_s=1.5)
+    engine, _ = _engine(make_settings, srv, DIALINSIGHT__ENGINE__TIMEOUT_S="0.3", DIALINSIGHT__ENGINE__MAX_RETRIES="2",
+                        **FAST)
+    out = engine.generate([_req(i) for i in range(6)])
+    assert [r.error_code for r in out] == ["http_500", "bad_response", "timeout", "http_429", "context_too_long", None]
+    assert [r.attempts for r in out] == [3, 3, 3, 3, 1, 1]  # a 400 is not worth resending
+    assert all(r.output_text is None and "attempt" in r.error_detail for r in out[:5])
+    assert srv.attempts and max(srv.attempts.values()) == 3
+
+
+def test_concurrency_is_bounded_and_results_stream_as_they_finish(make_settings, fake_openai):
+    srv = fake_openai(plan=_by_id({0: "slow"}), slow_s=1.0)
+    engine, _ = _engine(make_settings, srv, DIALINSIGHT__ENGINE__MAX_CONCURRENCY="3")
+    order = [i for i, _ in engine.stream([_req(i) for i in range(12)])]
+    assert sorted(order) == list(range(12))
+    assert order[-1] == 0  # the slow first request did not hold back the eleven behind it
+    assert 2 <= srv.max_in_flight <= 3

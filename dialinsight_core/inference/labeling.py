@@ -1,0 +1,279 @@
+"""The label stage over one shard: request cache, chunked checkpoints, prefix-aware order.
+
+The checkpoint *is* the request cache: while a shard runs, finished results are flushed every
+``labeling.checkpoint_every`` records as an immutable Parquet chunk under
+``<cache_prefix>/shard-<fingerprint>/``. The fingerprint hashes the shard's request keys, so an
+Airflow retry, a cleared run or a new run over the same prompts finds the chunks an earlier
+attempt wrote (also one that was killed with ``kill -9``: it loses only the chunk in flight)
+and sends only the requests without a cached result. Keys hash the full payload (model,
+messages, sampling parameters, schema), so a changed model or parameter never reuses a result.
+
+Failures are records: a request that still fails after the engine's retries is quarantined with
+its reason. Deterministic failures (context too long, bad request) are cached like results;
+transient ones (timeouts, 5xx, unreadable replies) are not, so a retry tries them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from dialinsight_core import schemas
+from dialinsight_core.config import EngineSettings, Settings
+from dialinsight_core.inference import (
+    Engine,
+    LabelRequest,
+    LabelResult,
+    model_name,
+    parse_json,
+    request_key,
+    sampling_dict,
+    sampling_params_hash,
+)
+
+if TYPE_CHECKING:
+    from dialinsight_core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+STAGE = "label"
+PERSISTENT_ERRORS = frozenset({"context_too_long", "bad_request"})  # resending cannot change these
+
+CACHE_SCHEMA = pa.schema([
+    ("request_key", pa.string()),
+    ("prompt_id", pa.string()),
+    ("output_text", pa.string()),
+    ("finish_reason", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("latency_s", pa.float64()),
+    ("error_code", pa.string()),
+    ("error_detail", pa.string()),
+    ("model", pa.string()),
+    ("engine", pa.string()),
+    ("created_at", pa.float64()),
+])
+
+
+@dataclass
+class LabelStageResult:
+    labels: pa.Table
+    quarantined: pa.Table
+    stats: dict[str, Any]
+
+
+class ShardCache:
+    """The chunk files of one shard fingerprint; each flush is a new, atomically written object."""
+
+    def __init__(self, store: ObjectStore, prefix: str):
+        self.store = store
+        self.prefix = prefix
+        self.unreadable: list[str] = []
+        self.chunks_written = 0
+
+    @classmethod
+    def for_keys(cls, store: ObjectStore, cache_prefix: str, keys: list[str]) -> ShardCache:
+        fp = hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:24]
+        return cls(store, f"{cache_prefix.strip('/')}/shard-{fp}")
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Cached rows by request key; a chunk that cannot be read (torn write) is skipped, not fatal."""
+        rows: dict[str, dict[str, Any]] = {}
+        for key in sorted(self.store.list(self.prefix + "/")):
+            if not key.endswith(".parquet"):
+                continue
+            try:
+                tbl = self.store.read_table(key, CACHE_SCHEMA)
+            except Exception as exc:  # any unreadable chunk is recomputed
+                log.warning("skipping unreadable cache chunk %s: %s", key, exc)
+                self.unreadable.append(key)
+                continue
+            for row in tbl.to_pylist():
+                rows.setdefault(row["request_key"], row)
+        return rows
+
+    def flush(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        self.store.write_table(f"{self.prefix}/{name}", pa.Table.from_pylist(rows, schema=CACHE_SCHEMA),
+                               overwrite=False)
+        self.chunks_written += 1
+
+
+def order_requests(items: list[tuple[str, LabelRequest]], order: str, seed: int = 0) -> list[tuple[str, LabelRequest]]:
+    """``prefix``: lexicographic by message contents, so prompts that share a system prompt and a
+    dialogue are adjacent and reuse vLLM's prefix cache; ``shuffled``: a seeded random order."""
+    if order == "prefix":
+        return sorted(items, key=lambda kv: ([m["content"] for m in kv[1].messages], kv[0]))
+    if order == "shuffled":
+        out = list(items)
+        random.Random(seed).shuffle(out)
+        return out
+    return list(items)
+
+
+def _cache_row(key: str, res: LabelResult, model: str, engine: str) -> dict[str, Any]:
+    return {"request_key": key, "prompt_id": res.prompt_id, "output_text": res.output_text,
+            "finish_reason": res.finish_reason, "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens, "latency_s": res.latency_s, "error_code": res.error_code,
+            "error_detail": res.error_detail, "model": model, "engine": engine, "created_at": time.time()}
+
+
+class CachedEngine(Engine):
+    """An engine behind the request cache: answers cached requests from the store, sends the rest
+    (once per distinct payload, in ``order``) to the inner engine, and checkpoints results every
+    ``checkpoint_every`` while they stream in. The inner engine may be a factory: it is called only
+    if something is not cached, so a fully cached rerun loads no model and sends nothing.
+
+    Results carry ``cache_hit``; per-call counters are in ``stats``. Without a store nothing is
+    cached (ordering and de-duplication still apply)."""
+
+    def __init__(self, inner: Engine | Callable[[], Engine], engine_cfg: EngineSettings, store: ObjectStore | None,
+                 cache_prefix: str, checkpoint_every: int = 64, order: str = "input", owns_inner: bool = False):
+        self._inner = inner
+        self.owns_inner = owns_inner
+        self.cfg = engine_cfg
+        self.name = inner.name if isinstance(inner, Engine) else engine_cfg.kind
+        self.model = inner.model if isinstance(inner, Engine) else model_name(engine_cfg)
+        self.store = store
+        self.cache_prefix = cache_prefix
+        self.checkpoint_every = checkpoint_every
+        self.order = order
+        self.built: Engine | None = inner if isinstance(inner, Engine) else None
+        self.stats: dict[str, Any] = {}
+
+    def _engine(self) -> Engine:
+        if self.built is None:
+            self.built = self._inner()  # type: ignore[operator]
+        return self.built
+
+    def stream(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
+        sampling = sampling_dict(self.cfg)
+        keys = [request_key(self.model, req, sampling) for req in requests]
+        cache = ShardCache.for_keys(self.store, self.cache_prefix, keys) if self.store is not None else None
+        cached = cache.load() if cache else {}
+        by_key: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_key.setdefault(key, []).append(i)
+        stats = self.stats = {"requests": len(requests), "cache_hits": 0, "requests_sent": 0, "request_attempts": 0,
+                              "checkpoint_chunks_written": 0, "cache_unreadable_chunks": 0, "engine_seconds": 0.0,
+                              "cache_prefix": cache.prefix if cache else None, "order": self.order}
+        for key, idxs in by_key.items():
+            if key in cached:
+                c = cached[key]
+                for i in idxs:
+                    stats["cache_hits"] += 1
+                    yield i, LabelResult(requests[i].prompt_id, c["output_text"], c["finish_reason"], c["prompt_tokens"],
+                                         c["completion_tokens"], c["latency_s"], c["error_code"],
+                                         f"(cached) {c['error_detail']}" if c["error_code"] else None, attempts=0,
+                                         cache_hit=True, model=c["model"], engine=c["engine"])
+        pending = order_requests([(k, requests[idxs[0]]) for k, idxs in by_key.items() if k not in cached],
+                                 self.order, self.cfg.seed)
+        stats["cache_unreadable_chunks"] = len(cache.unreadable) if cache else 0
+        if not pending:
+            return
+        engine = self._engine()
+        seen: set[str] = set()
+        start = time.perf_counter()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-checkpoint")
+        flushes: list[Future[None]] = []
+        buffer: list[dict[str, Any]] = []
+        try:
+            for idx, res in engine.stream([req for _, req in pending]):
+                key = pending[idx][0]
+                if key in seen:
+                    raise AssertionError(f"engine returned two results for request {res.prompt_id}")
+                seen.add(key)
+                stats["requests_sent"] += 1
+                stats["request_attempts"] += res.attempts
+                if cache is not None and (res.error_code is None or res.error_code in PERSISTENT_ERRORS):
+                    buffer.append(_cache_row(key, res, engine.model, engine.name))
+                    if len(buffer) >= self.checkpoint_every:
+                        flushes.append(writer.submit(cache.flush, buffer))  # off the engine loop
+                        buffer = []
+                for i in by_key[key]:
+                    yield i, replace(res, prompt_id=requests[i].prompt_id, model=engine.model, engine=engine.name)
+            if cache is not None:
+                flushes.append(writer.submit(cache.flush, buffer))
+            for f in flushes:
+                f.result()  # a failed checkpoint write fails the task (the retry resumes)
+        finally:
+            writer.shutdown(wait=True)
+            stats["engine_seconds"] = round(time.perf_counter() - start, 3)
+            stats["checkpoint_chunks_written"] = cache.chunks_written if cache else 0
+        missing = [req.prompt_id for key, req in pending if key not in seen]
+        if missing:
+            raise AssertionError(f"engine returned no result for {len(missing)} requests, e.g. {missing[:3]}")
+
+    def close(self) -> None:
+        """Closes the inner engine only if this wrapper owns it (``owns_inner``)."""
+        if not self.owns_inner:
+            return
+        if not isinstance(self._inner, Engine) and hasattr(self._inner, "close"):
+            self._inner.close()  # a LazyEngine: closes what it built, if anything
+        elif self.built is not None:
+            self.built.close()
+        self.built = None
+
+
+def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], output_schemas: dict[str, dict[str, Any]],
+                  settings: Settings, store: ObjectStore | None = None) -> LabelStageResult:
+    """Label a prompts table through the request cache (``labeling.cache`` and a ``store``).
+    ``engine`` may be a factory (e.g. ``LazyEngine``), called only when some request is not
+    cached; the caller closes it."""
+    cfg = settings.labeling
+    rows = prompts.to_pylist()
+    requests = [LabelRequest(r["prompt_id"], json.loads(r["messages"]), output_schemas[r["output_schema_id"]])
+                for r in rows]
+    cached_engine = CachedEngine(engine, settings.engine, store if cfg.cache else None, cfg.cache_prefix,
+                                 cfg.checkpoint_every, cfg.order)
+    results = cached_engine.generate(requests)
+    sp_hash = sampling_params_hash(settings.engine)
+    labels: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    for row, res in zip(rows, results, strict=True):
+        if res.error_code:
+            record = {k: row[k] for k in ("prompt_id", "dialogue_id", "instruction_id", "task_family")}
+            quarantine.append(schemas.quarantine_row(row["prompt_id"], record, STAGE, res.error_code,
+                                                     res.error_detail or ""))
+            continue
+        labels.append({
+            "prompt_id": row["prompt_id"],
+            "output_text": res.output_text,
+            "output_json": parse_json(res.output_text),
+            "model": res.model or cached_engine.model,
+            "engine": res.engine or cached_engine.name,
+            "sampling_params_hash": sp_hash,
+            "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens,
+            "finish_reason": res.finish_reason,
+            "latency_s": res.latency_s,
+            "cache_hit": res.cache_hit,
+        })
+    fresh_ok = [r for r in results if not r.cache_hit and not r.error_code]
+    stats = {
+        "prompts_in": len(rows),
+        "labeled": len(labels),
+        "quarantined": len(quarantine),
+        "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in labels),
+        "completion_tokens": sum(r["completion_tokens"] for r in labels),
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in labels)),
+        **{k: v for k, v in cached_engine.stats.items() if k != "requests"},
+        "fresh_prompt_tokens": sum(r.prompt_tokens for r in fresh_ok),
+        "fresh_completion_tokens": sum(r.completion_tokens for r in fresh_ok),
+    }
+    if stats["prompts_in"] != len(labels) + len(quarantine):
+        raise AssertionError(f"label stage lost records: {stats}")
+    return LabelStageResult(schemas.table(schemas.LABELS, labels), schemas.table(schemas.QUARANTINED, quarantine), stats)

@@ -1,0 +1,148 @@
+"""Request cache, chunked checkpoints and prefix-aware order of the label stage (test OpenAI server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dialinsight_core.inference import CachedEngine, LabelRequest, label_prompts
+from dialinsight_core.inference.labeling import ShardCache, order_requests
+from dialinsight_core.inference.openai_engine import OpenAIEngine
+from dialinsight_core.ingest import ingest
+from dialinsight_core.instructions import load_library, load_output_schemas
+from dialinsight_core.pipeline import RunContext, TooManyFailures, run_label_shard
+from dialinsight_core.prompts import build_prompts
+from dialinsight_core.storage import store_from_settings
+from tests.support.fake_openai import is_judge
+
+
+def _settings(make_settings, srv, **env):
+    return make_settings(DIALINSIGHT__ENGINE__KIND="openai", DIALINSIGHT__ENGINE__BASE_URL=srv.base_url,
+                         DIALINSIGHT__ENGINE__MAX_RETRIES="0", DIALINSIGHT__ENGINE__BACKOFF_S="0.01", **env)
+
+
+def _prompts(s, n_dialogues=8):
+    ing = ingest(s, max_dialogues=n_dialogues)
+    return build_prompts(ing.dialogues, ing.turns, load_library(s), load_output_schemas(s), s, "2026-11-25").prompts
+
+
+class Counting:
+    """Factory that records whether (and how often) the engine was built."""
+
+    def __init__(self, s):
+        self.s, self.calls = s, 0
+
+    def __call__(self):
+        self.calls += 1
+        return OpenAIEngine(self.s.engine)
+
+
+def test_rerun_sends_nothing_and_marks_cache_hits(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__CHECKPOINT_EVERY="5")
+    store, prompts, schemas = store_from_settings(s), _prompts(s), load_output_schemas(s)
+    first = label_prompts(prompts, Counting(s), schemas, s, store)
+    sent = srv.total
+    assert sent == prompts.num_rows == first.stats["requests_sent"] and first.stats["cache_hits"] == 0
+    assert first.stats["checkpoint_chunks_written"] == -(-sent // 5)  # ceil: one chunk per 5 results
+    assert not any(first.labels.column("cache_hit").to_pylist())
+
+    factory = Counting(s)
+    again = label_prompts(prompts, factory, schemas, s, store)
+    assert srv.total == sent and factory.calls == 0  # zero requests, and no engine was even built
+    assert again.stats["cache_hits"] == prompts.num_rows and again.stats["requests_sent"] == 0
+    assert all(again.labels.column("cache_hit").to_pylist())
+    cols = ["prompt_id", "output_text", "output_json", "model", "engine", "finish_reason", "completion_tokens"]
+    assert again.labels.select(cols).equals(first.labels.select(cols))
+
+
+def test_the_key_covers_model_sampling_and_schema(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv)
+    store, prompts, schemas = store_from_settings(s), _prompts(s, 4), load_output_schemas(s)
+    label_prompts(prompts, Counting(s), schemas, s, store)
+    n = srv.total
+    hotter = _settings(make_settings, srv, DIALINSIGHT__ENGINE__TEMPERATURE="0.7")
+    assert label_prompts(prompts, Counting(hotter), schemas, hotter, store).stats["requests_sent"] == n
+    other_model = _settings(make_settings, srv, DIALINSIGHT__ENGINE__SERVED_MODEL_NAME="other")
+    assert label_prompts(prompts, Counting(other_model), schemas, other_model, store).stats["requests_sent"] == n
+    loose = {k: {**v, "title": "changed"} for k, v in schemas.items()}
+    assert label_prompts(prompts, Counting(s), loose, s, store).stats["requests_sent"] == n
+    assert label_prompts(prompts, Counting(s), schemas, s, store).stats["requests_sent"] == 0
+
+
+def test_transient_failures_are_resent_deterministic_ones_are_not(make_settings, fake_openai):
+    def plan(body):
+        h = sum(map(ord, json.dumps(body["messages"]))) % 6
+        return {0: "error500", 1: "context_too_long"}.get(h, "good")
+
+    srv = fake_openai(plan)
+    s = _settings(make_settings, srv)
+    store, prompts, schemas = store_from_settings(s), _prompts(s), load_output_schemas(s)
+    first = label_prompts(prompts, Counting(s), schemas, s, store)
+    reasons = first.stats["quarantined_by_reason"]
+    assert reasons["http_500"] > 0 and reasons["context_too_long"] > 0
+    assert first.stats["prompts_in"] == first.stats["labeled"] + first.stats["quarantined"]
+    before = srv.total
+    again = label_prompts(prompts, Counting(s), schemas, s, store)
+    assert srv.total - before == reasons["http_500"]  # only the 5xx ones went out again
+    assert again.stats["quarantined_by_reason"] == reasons  # the server still fails them the same way
+    cached_q = [r for r in again.quarantined.to_pylist() if r["reason_code"] == "context_too_long"]
+    assert cached_q and all(r["reason_detail"].startswith("(cached)") for r in cached_q)
+
+
+def test_a_torn_chunk_is_skipped_and_its_requests_resent(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__CHECKPOINT_EVERY="4")
+    store, prompts, schemas = store_from_settings(s), _prompts(s, 4), load_output_schemas(s)
+    first = label_prompts(prompts, Counting(s), schemas, s, store)
+    prefix = first.stats["cache_prefix"]
+    chunks = sorted(k for k in store.list(prefix + "/") if k.endswith(".parquet"))
+    store.write_bytes(chunks[0], b"PAR1 torn write")  # what a crash in the middle of a write could leave
+    before = srv.total
+    again = label_prompts(prompts, Counting(s), schemas, s, store)
+    assert again.stats["cache_unreadable_chunks"] == 1
+    assert srv.total - before == again.stats["requests_sent"] == 4
+    assert again.labels.num_rows == first.labels.num_rows and again.stats["cache_hits"] == prompts.num_rows - 4
+
+
+def test_identical_payloads_in_a_shard_are_sent_once(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv)
+    schema = {"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]}
+    msgs = [{"role": "user", "content": "Dialogue:\nCustomer: a flat\nInstruction: reply"}]
+    eng = CachedEngine(OpenAIEngine(s.engine), s.engine, None, "cache/label")
+    out = eng.generate([LabelRequest("a", msgs, schema), LabelRequest("b", msgs, schema)])
+    assert [r.prompt_id for r in out] == ["a", "b"] and out[0].output_text == out[1].output_text
+    assert srv.total == 1
+
+
+def test_prefix_order_groups_a_dialogues_prompts(make_settings):
+    s = make_settings()
+    prompts = _prompts(s, 12).to_pylist()
+    items = [(p["prompt_id"], LabelRequest(p["prompt_id"], json.loads(p["messages"]), {})) for p in prompts]
+    dialogue = {p["prompt_id"]: p["dialogue_id"] for p in prompts}
+    shuffled = order_requests(items, "shuffled", seed=1)
+    assert sorted(shuffled) == sorted(items) and shuffled != items
+    ordered = [dialogue[k] for k, _ in order_requests(shuffled, "prefix")]
+    runs = [d for i, d in enumerate(ordered) if i == 0 or ordered[i - 1] != d]
+    assert len(runs) == len(set(ordered))  # each dialogue's prompts are adjacent
+    assert order_requests(items, "shuffled", seed=1) == shuffled  # seeded
+
+
+def test_shard_cache_fingerprint_ignores_order(settings):
+    store = store_from_settings(settings)
+    assert ShardCache.for_keys(store, "cache/label", ["b", "a"]).prefix == \
+        ShardCache.for_keys(store, "cache/label", ["a", "b", "a"]).prefix
+
+
+def test_failure_rate_over_the_limit_fails_the_shard_after_writing_it(make_settings, fake_openai):
+    srv = fake_openai(lambda body: "good" if is_judge(body) else "error500")
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__MAX_FAILURE_RATE="0.2")
+    ctx = RunContext(s, "2026-11-25", "manual__fail")
+    prompts = _prompts(s, 4)
+    ctx.store.write_table("work/shard.parquet", prompts)
+    with pytest.raises(TooManyFailures, match="http_500"):
+        run_label_shard(ctx, {"shard": 0, "key": "work/shard.parquet", "n": prompts.num_rows})
+    assert ctx.store.exists(ctx.key("label/shard-00000/quarantined.parquet"))  # the evidence stays

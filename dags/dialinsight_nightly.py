@@ -7,7 +7,9 @@ Turns the configured dialogue sources into quality-gated instruction-tuning data
 **Tasks:** `ingest` (STAR / JSONL / CSV / Parquet sources, validation + quarantine, PII
 redaction with typed placeholders, exact + near-duplicate removal, scenes and role behaviours)
 → `build_prompts` → `plan_shards` → `label` (mapped over a bounded number of shards, serialised
-by the `llm_engine` pool so engines never exhaust memory) → `score` (quality cascade: rule and
+by the `llm_engine` pool so engines never exhaust memory; results are checkpointed into the
+request cache while a shard runs, so a retried or cleared `label` task resends only what is not
+cached and a rerun of a finished run loads no model: docs/labeling.md) → `score` (quality cascade: rule and
 grounding checks on every record, an LLM judge only for records in doubt plus an audit sample;
 also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept rate,
 dimension means, task mix, score collapse, row count vs the previous snapshot) → `publish`.

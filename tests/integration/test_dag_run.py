@@ -101,14 +101,20 @@ def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db
 def test_same_logical_date_twice_publishes_same_record_ids(airflow_db, s3_env):
     import json
 
-    s3, bucket, _ = s3_env
+    s3, bucket, srv = s3_env
     logical = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
-    ids = []
+    ids, sent = [], []
     for _ in range(2):
+        before = srv.total
         run = _load_dag().test(logical_date=logical, run_conf={"max_dialogues": 8})
         assert run.state == "success"
+        sent.append(srv.total - before)
         latest = json.loads(_get(s3, bucket, "dialinsight/snapshots/latest.json"))
         snap = latest["manifest"].rsplit("/", 1)[0]
         data = pd.read_parquet(io.BytesIO(_get(s3, bucket, f"dialinsight/{snap}/data/part-00000.parquet")))
         ids.append(sorted(data.prompt_id))
     assert ids[0] == ids[1] and ids[0]
+    # the second run found every label and judge verdict in the request cache (checkpoints on S3)
+    assert sent[0] >= 16 and sent[1] == 0
+    chunks = s3.list_objects_v2(Bucket=bucket, Prefix="dialinsight/cache/label/")["Contents"]
+    assert any(o["Key"].endswith(".parquet") for o in chunks)

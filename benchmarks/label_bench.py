@@ -10,6 +10,8 @@ Passes:
   stage      ``label_prompts`` in ``prefix`` order, writing checkpoints to a fresh file store
   shuffled   the same stage in a seeded random order (what prefix-aware ordering is measured against)
   rerun      the stage again over the ``stage`` store: every request is a cache hit, no engine call
+  server     (with ``--openai-url``) the stage with the async HTTP engine against a running
+             ``vllm serve`` of the same model (kind=openai, ``--concurrency`` requests in flight)
 
     .venv/bin/python benchmarks/label_bench.py [--dialogues 48] [--max-tokens 128] [--repeats 1]
 
@@ -38,6 +40,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--model", default=None, help="model folder (default: engine.model of the config)")
     ap.add_argument("--json", default=None, help="also write the raw figures here")
+    ap.add_argument("--openai-url", default=None, help="also run the stage against this vllm serve /v1 URL")
+    ap.add_argument("--openai-model", default="smollm2-135m-instruct", help="the server's --served-model-name")
+    ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
 
     from dialinsight_core.config import load_settings
@@ -96,6 +101,21 @@ def main() -> None:
             runs["rerun"].append((w, 0, 0))
             hits = st["cache_hits"]
 
+    if args.openai_url:  # the HTTP engine against a separate server process (fresh store, one pass)
+        from dialinsight_core.inference.openai_engine import OpenAIEngine
+
+        http_cfg = engine_cfg.model_copy(update={"kind": "openai", "base_url": args.openai_url,
+                                                 "served_model_name": args.openai_model,
+                                                 "max_concurrency": args.concurrency})
+        s_http = settings.model_copy(update={"engine": http_cfg})
+        with tempfile.TemporaryDirectory() as d3:
+            start = time.perf_counter()
+            res = label_prompts(prompts, OpenAIEngine(http_cfg), schemas, s_http, open_store(f"file://{d3}"))
+            runs["server"] = [(time.perf_counter() - start, res.stats["fresh_completion_tokens"],
+                               res.stats["fresh_prompt_tokens"])]
+            print(f"server pass: {res.stats['labeled']} labeled, {res.stats['quarantined']} quarantined "
+                  f"{res.stats['quarantined_by_reason']}")
+
     med = {k: statistics.median(x[0] for x in v) for k, v in runs.items()}
     toks = {k: statistics.median(x[1] for x in v) for k, v in runs.items()}
     ptoks = {k: statistics.median(x[2] for x in v) for k, v in runs.items()}
@@ -108,7 +128,10 @@ def main() -> None:
     print("| pass | wall | records/s | output tok/s | prompt tok | vs plain (records/s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k, label in (("plain", "plain `LLM.chat` (build order)"), ("stage", "label stage, prefix order"),
-                     ("shuffled", "label stage, shuffled order"), ("rerun", f"label stage rerun ({hits} cache hits)")):
+                     ("shuffled", "label stage, shuffled order"), ("rerun", f"label stage rerun ({hits} cache hits)"),
+                     ("server", f"label stage via `vllm serve` (HTTP engine, {args.concurrency} in flight)")):
+        if k not in med:
+            continue
         rate = n / med[k]
         tok = f"{toks[k] / med[k]:,.0f}" if toks[k] else "-"
         print(f"| {label} | {med[k]:.2f} s | {rate:,.1f} | {tok} | {ptoks[k]:,.0f} | {med['plain'] / med[k]:.2f}x |")

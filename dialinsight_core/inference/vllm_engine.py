@@ -35,6 +35,11 @@ def _failure(req: LabelRequest, exc: Exception) -> LabelResult:
     return LabelResult(req.prompt_id, None, None, 0, 0, 0.0, code, text[:500])
 
 
+def _external_id(request_id: Any) -> str:
+    """``enqueue_chat`` returns ``"<n>-<suffix>"``; finished outputs and ``abort_request`` use ``"<n>"``."""
+    return str(request_id).split("-", 1)[0]
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
@@ -77,49 +82,27 @@ class VLLMEngine(Engine):
         same loop as ``LLM.chat`` (continuous batching over the whole shard), but results are
         handed out while the rest run, so the label stage checkpoints without draining the batch.
         A request vLLM refuses at enqueue (too long, bad schema) is a failed record at once."""
-        if not hasattr(self.llm, "enqueue_chat"):  # older vLLM: one chat() call, results at the end
-            yield from self._chat_all(requests)
-            return
         start = time.perf_counter()
-        waiting: dict[str, int] = {}
+        waiting: dict[str, int] = {}  # external request id -> index
         for i, req in enumerate(requests):
             try:
                 rid = self.llm.enqueue_chat([req.messages], self._params(req.json_schema), use_tqdm=False)[0]
             except Exception as exc:  # refused request: a record, not a crash
                 yield i, _failure(req, exc)
             else:
-                # enqueue returns "<n>-<suffix>"; finished outputs carry the external id "<n>"
-                waiting[str(rid)] = waiting[str(rid).split("-", 1)[0]] = i
+                waiting[_external_id(rid)] = i
         engine = self.llm.llm_engine
-        pending = set(waiting.values())
         try:
-            while pending and engine.has_unfinished_requests():
+            while waiting and engine.has_unfinished_requests():
                 for out in engine.step():
-                    if out.finished and out.request_id in waiting:
-                        i = waiting.pop(out.request_id)
-                        pending.discard(i)
+                    i = waiting.pop(_external_id(out.request_id), None) if out.finished else None
+                    if i is not None:
                         yield i, self._result(requests[i], out, time.perf_counter() - start)
         finally:
-            if pending:  # the consumer stopped early or the engine failed: leave nothing queued
-                engine.abort_request([k for k, i in waiting.items() if i in pending])
-        if pending:
-            raise RuntimeError(f"vLLM finished without {len(pending)} requests")
-
-    def _chat_all(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
-        start = time.perf_counter()
-        try:
-            outs = self.llm.chat([r.messages for r in requests], [self._params(r.json_schema) for r in requests],
-                                 use_tqdm=False)
-        except Exception:  # one bad request fails the batch: isolate it
-            for i, req in enumerate(requests):
-                try:
-                    out = self.llm.chat([req.messages], [self._params(req.json_schema)], use_tqdm=False)[0]
-                    yield i, self._result(req, out, time.perf_counter() - start)
-                except Exception as exc:
-                    yield i, _failure(req, exc)
-            return
-        for i, (req, out) in enumerate(zip(requests, outs, strict=True)):
-            yield i, self._result(req, out, time.perf_counter() - start)
+            if waiting:  # the consumer stopped early or the engine failed: leave nothing queued
+                engine.abort_request(list(waiting))
+        if waiting:
+            raise RuntimeError(f"vLLM finished without {len(waiting)} requests")
 
     def close(self) -> None:
         del self.llm

@@ -167,7 +167,8 @@ class CachedEngine(Engine):
         for i, key in enumerate(keys):
             by_key.setdefault(key, []).append(i)
         stats = self.stats = {"requests": len(requests), "cache_hits": 0, "requests_sent": 0, "request_attempts": 0,
-                              "checkpoint_chunks_written": 0, "cache_unreadable_chunks": 0, "engine_seconds": 0.0,
+                              "checkpoint_chunks_written": 0, "engine_seconds": 0.0,
+                              "cache_unreadable_chunks": len(cache.unreadable) if cache else 0,
                               "cache_prefix": cache.prefix if cache else None, "order": self.order}
         for key, idxs in by_key.items():
             if key in cached:
@@ -180,7 +181,6 @@ class CachedEngine(Engine):
                                          cache_hit=True, model=c["model"], engine=c["engine"])
         pending = order_requests([(k, requests[idxs[0]]) for k, idxs in by_key.items() if k not in cached],
                                  self.order, self.cfg.seed)
-        stats["cache_unreadable_chunks"] = len(cache.unreadable) if cache else 0
         if not pending:
             return
         engine = self._engine()

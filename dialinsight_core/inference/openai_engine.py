@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from dialinsight_core.config import EngineSettings
@@ -27,10 +28,12 @@ _DONE = object()
 RETRYABLE_STATUS = {408, 409, 429}
 
 
-class _Failure(Exception):
-    def __init__(self, code: str, detail: str, retryable: bool, retry_after: float | None = None):
-        super().__init__(detail)
-        self.code, self.detail, self.retryable, self.retry_after = code, detail, retryable, retry_after
+@dataclass(frozen=True)
+class _Failure:
+    code: str
+    detail: str
+    retryable: bool
+    retry_after: float | None = None
 
 
 def _retry_after(exc: Any) -> float | None:

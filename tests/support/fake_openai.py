@@ -181,10 +181,12 @@ class FakeOpenAIServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, code: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -216,22 +218,11 @@ class FakeOpenAIServer:
                 if behaviour.startswith("flaky_") or behaviour == "flaky500":
                     behaviour = {"flaky500": "error500", "flaky_slow": "slow", "flaky_body": "bad_body"}[behaviour] \
                         if first else "good"
-                if behaviour == "bad_body":
-                    data = b'{"id": "chatcmpl-fake", "choices": [{"message": <html>upstream reset'
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                if behaviour == "bad_body":  # a 200 that claims JSON but is cut off
+                    self._send(200, b'{"id": "chatcmpl-fake", "choices": [{"message": <html>upstream reset')
                     return
                 if behaviour == "error429":
-                    data = json.dumps({"error": {"message": "rate limited", "type": "rate_limit"}}).encode()
-                    self.send_response(429)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Retry-After", "0.2")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0.2"})
                     return
                 if behaviour == "context_too_long":
                     self._send(400, {"error": {"message": "This model's maximum context length is 2048 tokens. "

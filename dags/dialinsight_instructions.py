@@ -2,7 +2,7 @@
 ### dialinsight_instructions
 
 Builds the next version of the **instruction library** (Dial-insight's two-stage prompt
-construction, DESIGN.md 1.2-1.4) and waits for a human to approve it.
+construction, docs/instructions.md) and waits for a human to approve it.
 
 **Tasks:** `generate` (stage 1: seed instructions per scene x role focus x task family from
 sample dialogues; stage 2: rounds of controlled evolution by the operators in
@@ -21,21 +21,34 @@ The nightly DAG always uses the latest approved version; its snapshots record it
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 from dialinsight_airflow.callbacks import on_task_failure
 
 from dialinsight_core.config import load_settings
+from dialinsight_core.contracts import GenerateOut, ReviewExport
+
+if TYPE_CHECKING:  # the run layer imports pyarrow: not at parse time
+    from dialinsight_core.runs.context import RunContext
 
 _cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
 # a name-only asset: a URI scheme would make Airflow load every provider's URI handlers at parse time
 LIBRARY_ASSET = Asset(name="dialinsight_library", group="dialinsight")
 
 
-def _ctx() -> Any:
-    from dialinsight_airflow.context import run_context
+def _runs() -> ModuleType:
+    """The run layer, imported when a task runs, so parsing this file never loads the stages."""
+    from dialinsight_core.runs import instructions  # lazy: the stages import pyarrow and the engines; parse stays light
+
+    return instructions
+
+
+def _ctx() -> RunContext:
+    from dialinsight_airflow.context import run_context  # lazy: builds settings from the running task's context
 
     return run_context(get_current_context())
 
@@ -58,22 +71,12 @@ def _ctx() -> Any:
 )
 def dialinsight_instructions() -> None:
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue)
-    def generate() -> dict[str, Any]:
-        from dialinsight_core.inference import make_engine
-        from dialinsight_core.instructions.runner import generate as run_generate
-
-        ctx = _ctx()
-        engine = make_engine(ctx.settings)
-        try:
-            return run_generate(ctx, engine)
-        finally:
-            engine.close()
+    def generate() -> GenerateOut:
+        return _runs().run_generate(_ctx())
 
     @task
-    def export_for_review(gen_out: dict[str, Any]) -> dict[str, Any]:
-        from dialinsight_core.instructions.runner import export_for_review as run_export
-
-        return run_export(_ctx(), gen_out)
+    def export_for_review(gen_out: GenerateOut) -> ReviewExport:
+        return _runs().export_for_review(_ctx(), gen_out)
 
     review = HITLOperator(
         task_id="review",
@@ -89,14 +92,10 @@ def dialinsight_instructions() -> None:
     )
 
     @task(outlets=[LIBRARY_ASSET])
-    def finalise(export_out: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from dialinsight_core.instructions.runner import finalise as run_finalise
-
+    def finalise(export_out: ReviewExport) -> dict[str, Any]:
         context = get_current_context()
         response = context["ti"].xcom_pull(task_ids="review")
-        manifest = run_finalise(_ctx(), export_out, response)
+        manifest = _runs().finalise(_ctx(), export_out, response)
         if manifest["status"] != "approved":
             raise AirflowSkipException(f"library {export_out['version']} rejected: nothing published")
         context["outlet_events"][LIBRARY_ASSET].extra = {"version": manifest["version"], "counts": manifest["counts"]}

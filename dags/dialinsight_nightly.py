@@ -28,12 +28,18 @@ evidence stays under `work/ds=.../run=.../gate/gx/`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 from dialinsight_airflow.callbacks import on_task_failure
 
 from dialinsight_core.config import load_settings
+from dialinsight_core.contracts import GateOut, IngestOut, LabelOut, PromptsOut, PublishOut, ScoreOut, ShardRef
+
+if TYPE_CHECKING:  # the run layer imports pyarrow: not at parse time
+    from dialinsight_core.runs.context import RunContext
 
 _cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
 
@@ -48,8 +54,15 @@ default_args = {
 }
 
 
-def _ctx() -> Any:
-    from dialinsight_airflow.context import run_context
+def _runs() -> ModuleType:
+    """The run layer, imported when a task runs, so parsing this file never loads the stages."""
+    from dialinsight_core.runs import nightly  # lazy: the stages import pyarrow, pandas, GX; parse time stays light
+
+    return nightly
+
+
+def _ctx() -> RunContext:
+    from dialinsight_airflow.context import run_context  # lazy: builds settings from the running task's context
 
     return run_context(get_current_context())
 
@@ -76,54 +89,43 @@ def _ctx() -> Any:
 )
 def dialinsight_nightly() -> None:
     @task
-    def ingest() -> dict[str, Any]:
-        from dialinsight_core.pipeline import run_ingest
-
-        return run_ingest(_ctx())
+    def ingest() -> IngestOut:
+        return _runs().run_ingest(_ctx())
 
     @task
-    def build_prompts(ingest_out: dict[str, Any]) -> dict[str, Any]:
-        from dialinsight_core.pipeline import run_build_prompts
-
-        return run_build_prompts(_ctx(), ingest_out)
+    def build_prompts(ingest_out: IngestOut) -> PromptsOut:
+        return _runs().run_build_prompts(_ctx(), ingest_out)
 
     @task
-    def plan_shards(prompts_out: dict[str, Any]) -> list[dict[str, Any]]:
+    def plan_shards(prompts_out: PromptsOut) -> list[ShardRef]:
         """The bounded list of label shards (<= labeling.shards) to map over."""
         return prompts_out["shards"]
 
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue, max_active_tis_per_dagrun=_cfg.engine_pool_slots)
-    def label(shard: dict[str, Any]) -> dict[str, Any]:
-        from dialinsight_core.pipeline import run_label_shard
-
-        return run_label_shard(_ctx(), shard)
+    def label(shard: ShardRef) -> LabelOut:
+        return _runs().run_label_shard(_ctx(), shard)
 
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue)
-    def score(ingest_out: dict[str, Any], prompts_out: dict[str, Any], label_outs: list[dict[str, Any]]) -> dict:
+    def score(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut]) -> ScoreOut:
         """Quality cascade: rules + grounding on every record, the LLM judge (engine pool) on the few in doubt."""
-        from dialinsight_core.pipeline import run_score
-
-        return run_score(_ctx(), ingest_out, prompts_out, list(label_outs))
+        return _runs().run_score(_ctx(), ingest_out, prompts_out, list(label_outs))
 
     @task
-    def gate(ingest_out: dict[str, Any], score_out: dict[str, Any]) -> dict[str, Any]:
+    def gate(ingest_out: IngestOut, score_out: ScoreOut) -> GateOut:
         """GX suites; a failing batch gate fails at once (a data verdict, not a transient fault: no retries)."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from dialinsight_core.pipeline import BatchGateFailed, run_gate
-
+        runs = _runs()
         try:
-            return run_gate(_ctx(), score_out, ingest_out)
-        except BatchGateFailed as exc:
+            return runs.run_gate(_ctx(), score_out, ingest_out)
+        except runs.BatchGateFailed as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task
-    def publish(ingest_out: dict, prompts_out: dict, label_outs: list[dict], score_out: dict, gate_out: dict) -> dict:
-        from dialinsight_core.pipeline import check_conservation, run_publish
-
+    def publish(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut], score_out: ScoreOut,
+                gate_out: GateOut) -> PublishOut:
+        runs = _runs()
         labels = list(label_outs)
-        check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
-        return run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
+        runs.check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
+        return runs.run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
 
     ing = ingest()
     pr = build_prompts(ing)

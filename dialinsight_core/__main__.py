@@ -13,6 +13,9 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from dialinsight_core.config import ConfigError, load_settings
+from dialinsight_core.runs.nightly import BatchGateFailed, RunContext, run_all
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dialinsight_core", description=__doc__,
@@ -25,9 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--source", action="append", default=[])
     run.add_argument("--summary", default=None, help="also write the JSON summary to this file")
     args = parser.parse_args(argv)
-
-    from dialinsight_core.config import ConfigError, load_settings
-    from dialinsight_core.pipeline import BatchGateFailed, RunContext, run_all
 
     try:
         settings = load_settings()

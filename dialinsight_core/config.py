@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "dialinsight.yaml"
 ENV_PREFIX = "DIALINSIGHT__"
 MAX_SHARDS = 256
-# Quality dimensions (DESIGN.md 1.8), cheapest layer first; every score is in [0, 1], 1 = good.
+# Quality dimensions (docs/quality.md), cheapest layer first; every score is in [0, 1], 1 = good.
 RULE_DIMENSIONS = ("schema_valid", "non_empty", "not_truncated", "length_ok", "lang_match", "repetition", "copy",
                    "echo", "refusal", "pii_leak")
 GROUNDING_DIMENSIONS = ("grounding", "coverage")
@@ -146,7 +146,7 @@ class PromptSettings(_Model):
 
 
 class InstructionSettings(_Model):
-    """Two-stage instruction library (DESIGN.md 1.2-1.4): seeds, controlled evolution, curation."""
+    """Two-stage instruction library (docs/instructions.md): seeds, controlled evolution, curation."""
 
     operators_path: str = "config/instructions/operators.yaml"
     operators: list[str] = Field(default_factory=list)  # names to use; empty = all in the file

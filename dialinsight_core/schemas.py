@@ -1,4 +1,4 @@
-"""Arrow schemas of every table that crosses a stage boundary (DESIGN.md section 3).
+"""Arrow schemas of every table that crosses a stage boundary (docs/architecture.md, "Data contracts").
 
 Column names are the contract between stages, the gates and the published snapshot; each
 stage builds its output with ``table(SCHEMA, rows)`` so a missing or mistyped column fails at

@@ -25,13 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import EngineSettings, Settings
-from dialinsight_core.inference import (
+from dialinsight_core.contracts import CacheStats, LabelStats
+from dialinsight_core.llm import (
     Engine,
     LabelRequest,
     LabelResult,
@@ -41,9 +42,7 @@ from dialinsight_core.inference import (
     sampling_dict,
     sampling_params_hash,
 )
-
-if TYPE_CHECKING:
-    from dialinsight_core.storage import ObjectStore
+from dialinsight_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 STAGE = "label"
@@ -69,7 +68,7 @@ CACHE_SCHEMA = pa.schema([
 class LabelStageResult:
     labels: pa.Table
     quarantined: pa.Table
-    stats: dict[str, Any]
+    stats: LabelStats
 
 
 class ShardCache:
@@ -151,7 +150,7 @@ class CachedEngine(Engine):
         self.checkpoint_every = checkpoint_every
         self.order = order
         self.built: Engine | None = inner if isinstance(inner, Engine) else None
-        self.stats: dict[str, Any] = {}
+        self.stats: CacheStats | None = None
 
     def _engine(self) -> Engine:
         if self.built is None:
@@ -166,10 +165,11 @@ class CachedEngine(Engine):
         by_key: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             by_key.setdefault(key, []).append(i)
-        stats = self.stats = {"requests": len(requests), "cache_hits": 0, "requests_sent": 0, "request_attempts": 0,
-                              "checkpoint_chunks_written": 0, "engine_seconds": 0.0,
-                              "cache_unreadable_chunks": len(cache.unreadable) if cache else 0,
-                              "cache_prefix": cache.prefix if cache else None, "order": self.order}
+        stats: CacheStats = {"requests": len(requests), "cache_hits": 0, "requests_sent": 0, "request_attempts": 0,
+                             "checkpoint_chunks_written": 0, "engine_seconds": 0.0,
+                             "cache_unreadable_chunks": len(cache.unreadable) if cache else 0,
+                             "cache_prefix": cache.prefix if cache else None, "order": self.order}
+        self.stats = stats
         for key, idxs in by_key.items():
             if key in cached:
                 c = cached[key]
@@ -262,7 +262,9 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
             "cache_hit": res.cache_hit,
         })
     fresh_ok = [r for r in results if not r.cache_hit and not r.error_code]
-    stats = {
+    cache_stats = cached_engine.stats
+    assert cache_stats is not None  # set by generate()
+    stats: LabelStats = {
         "prompts_in": len(rows),
         "labeled": len(labels),
         "quarantined": len(quarantine),
@@ -270,7 +272,14 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
         "prompt_tokens": sum(r["prompt_tokens"] for r in labels),
         "completion_tokens": sum(r["completion_tokens"] for r in labels),
         "finish_reasons": dict(Counter(r["finish_reason"] for r in labels)),
-        **{k: v for k, v in cached_engine.stats.items() if k != "requests"},
+        "cache_hits": cache_stats["cache_hits"],
+        "requests_sent": cache_stats["requests_sent"],
+        "request_attempts": cache_stats["request_attempts"],
+        "checkpoint_chunks_written": cache_stats["checkpoint_chunks_written"],
+        "engine_seconds": cache_stats["engine_seconds"],
+        "cache_unreadable_chunks": cache_stats["cache_unreadable_chunks"],
+        "cache_prefix": cache_stats["cache_prefix"],
+        "order": cache_stats["order"],
         "fresh_prompt_tokens": sum(r.prompt_tokens for r in fresh_ok),
         "fresh_completion_tokens": sum(r.completion_tokens for r in fresh_ok),
     }

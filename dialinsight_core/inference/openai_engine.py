@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialinsight_core.config import EngineSettings
-from dialinsight_core.inference import Engine, LabelRequest, LabelResult
+from dialinsight_core.llm import Engine, LabelRequest, LabelResult
 
 _DONE = object()
 RETRYABLE_STATUS = {408, 409, 429}

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dialinsight_core.config import EngineSettings
-from dialinsight_core.inference import Engine, LabelRequest, LabelResult, sampling_dict
+from dialinsight_core.llm import Engine, LabelRequest, LabelResult, sampling_dict
 
 
 def configure_vllm_env(cfg: EngineSettings) -> None:

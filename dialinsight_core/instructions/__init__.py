@@ -1,6 +1,6 @@
 """Instruction library: load, validate and expose the curated instructions.
 
-The bundled library is a YAML file of human-reviewed seeds (DESIGN.md section 1.2); the
+The bundled library is a YAML file of human-reviewed seeds (docs/instructions.md); the
 instructions DAG (a later issue) publishes evolved versions. Only ``approved`` rows are used to
 build prompts, and the library version travels into every prompt's lineage.
 """

@@ -20,9 +20,10 @@ import yaml
 
 from dialinsight_core.config import Settings
 from dialinsight_core.dedup import LSHIndex, MinHasher, shingles
-from dialinsight_core.inference import LabelRequest
+from dialinsight_core.llm import LabelRequest
 from dialinsight_core.pii import find_pii
-from dialinsight_core.prompts import template_env
+from dialinsight_core.templating import template_env
+from dialinsight_core.text import tokens
 
 __all__ = ["ELIMINATION_REASONS", "Operator", "diversity", "eliminate", "evolve_request", "load_operators",
            "parse_evolved", "parse_seeds", "seed_request", "yield_report"]
@@ -214,8 +215,6 @@ def yield_report(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def diversity(rows: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     """Coverage of task family x scene x role focus, and distinct-n of the texts (n = 1, 2)."""
-    from dialinsight_core.quality.rules import tokens
-
     cells = {(r["task_family"], r["scene"], r["role_focus"]) for r in rows}
     scenes = [*settings.taxonomy.scenes, "*"]
     total_cells = len(settings.task_families) * len(scenes) * 3

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.instructions.evolution import yield_report
 from dialinsight_core.storage import ObjectStore
 
 REVIEW_STATUSES = ("approved", "rejected")
@@ -112,8 +113,6 @@ def review(store: ObjectStore, settings: Settings, version: str, decision: str, 
             elif "reviewer_note" in e:
                 r["reviewer_note"] = e["reviewer_note"]
         store.write_table(version_key(settings, version, "instructions.parquet"), schemas.table(LIBRARY_ROWS, rows))
-    from dialinsight_core.instructions.evolution import yield_report
-
     manifest.update(status=decision, reviewed_by=reviewer, reviewed_at=datetime.now(UTC).isoformat(), review_note=note,
                     counts=dict(Counter(r["status"] for r in rows)))
     if manifest.get("candidate_ids"):  # this version's candidates only, now with the reviewer's verdicts

@@ -1,4 +1,4 @@
-"""Prompt construction with seeded, weighted instruction sampling (DESIGN.md sections 1.5-1.6).
+"""Prompt construction with seeded, weighted instruction sampling (docs/architecture.md, "prompts").
 
 A prompt is system role + dialogue + one instruction + output constraints, rendered from
 template files. The dialogue comes first and is rendered identically for every instruction and
@@ -7,47 +7,30 @@ variant, so all prompts about one dialogue share a prefix that vLLM's prefix cac
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.contracts import PromptStats
+from dialinsight_core.templating import template_env
+from dialinsight_core.text import ROLE_NAMES, prompt_lang, stable_id, stable_int
 
 STAGE = "prompts"
 TEMPLATE_ID = "chat-v1"
-TEMPLATE_DIR = Path(__file__).parent / "templates"
-ROLE_NAMES = {"en": {"agent": "Agent", "customer": "Customer"}, "zh": {"agent": "经纪人", "customer": "客户"}}
 
 
 @dataclass
 class PromptResult:
     prompts: pa.Table
     quarantined: pa.Table
-    stats: dict[str, Any]
-
-
-@cache
-def template_env(folder: Path = TEMPLATE_DIR) -> Environment:
-    """The Jinja environment every LLM prompt is rendered with (strict: a missing variable fails)."""
-    return Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined, autoescape=False)
-
-
-def stable_int(*parts: Any) -> int:
-    """A 63-bit integer from the parts; the same on every machine and Python run."""
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
-
-
-def stable_id(*parts: Any, n: int = 16) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:n]
+    stats: PromptStats
 
 
 def schema_fields(schema: dict[str, Any]) -> list[str]:
@@ -58,7 +41,7 @@ def render_messages(
     env: Environment, *, lang: str, scene: str, turns: list[dict[str, Any]], instruction: str, variant: str,
     fields: list[str],
 ) -> list[dict[str, str]]:
-    lang_key = "zh" if lang == "zh" else "en"
+    lang_key = prompt_lang(lang)
     system = env.get_template("system.j2").render(lang=lang_key)
     dialogue = env.get_template("dialogue.j2").render(lang=lang_key, scene=scene, turns=turns,
                                                       role_names=ROLE_NAMES[lang_key])
@@ -141,7 +124,7 @@ def build_prompts(
             })
     fam = Counter(r["task_family"] for r in rows)
     n = max(len(rows), 1)
-    stats = {
+    stats: PromptStats = {
         "dialogues_in": dialogues.num_rows,
         "dialogues_prompted": len({r["dialogue_id"] for r in rows}),
         "prompts": len(rows),

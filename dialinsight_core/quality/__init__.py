@@ -1,4 +1,4 @@
-"""Multi-dimensional, cost-effective quality assessment (DESIGN.md sections 1.8-1.9).
+"""Multi-dimensional, cost-effective quality assessment (docs/quality.md).
 
 ``rules`` (free, every record) -> ``grounding`` (cheap, every record) -> ``judge`` (an LLM, only
 records in doubt plus an audit sample) -> ``scoring`` (aggregation, cost accounting) ->

@@ -1,4 +1,4 @@
-"""Great Expectations 1.x quality gates (DESIGN.md section 1.9).
+"""Great Expectations 1.x quality gates (docs/quality.md).
 
 Three suites, all built from config:
 
@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.contracts import Baseline, GateStats
 from dialinsight_core.quality import REASON_CODES
 
 STAGE = "gate"
@@ -47,23 +48,13 @@ class GateResult:
     results: dict[str, Any]  # suite name -> GX validation result (JSON)
     batch_success: bool
     failed_batch_expectations: list[str]
-    stats: dict[str, Any]
+    stats: GateStats
     suites: dict[str, Any] = field(default_factory=dict)  # name -> {version, hash, success, skipped}
     data_docs_dir: Path | None = None  # rendered GX Data Docs (a temporary folder; caller copies it)
 
     @property
     def row_results(self) -> dict[str, Any]:
         return self.results.get("row_gate", {})
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """What the previous published snapshot says about a plausible row count."""
-
-    snapshot_id: str
-    accepted: int
-    dialogues_read: int
-    params: dict[str, Any]
 
 
 def row_expectations(settings: Settings) -> list[Expectation]:
@@ -286,7 +277,7 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
                                       "baseline": baseline.snapshot_id if baseline else None}
     batch_success = bool(batch_res.success) and acc_success
 
-    stats = {
+    stats: GateStats = {
         "scored_in": len(rows),
         "accepted": len(accepted_idx),
         "rejected": len(rejected_rows),

@@ -1,4 +1,4 @@
-"""Grounding layer of the quality cascade (DESIGN.md section 1.8): cheap checks on every record.
+"""Grounding layer of the quality cascade (docs/quality.md): cheap checks on every record.
 
 *Grounding*: the facts an answer states (numbers, prices, counts, dates, times, weekdays and
 months, amenities, place and property names) must be supported by the dialogue (or by the
@@ -19,11 +19,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dialinsight_core.quality.rules import tokens
+from dialinsight_core.text import CJK as _CJK
+from dialinsight_core.text import tokens
 
 __all__ = ["extract_facts", "score_coverage", "score_grounding"]
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _MULT = {"k": 1e3, "thousand": 1e3, "千": 1e3, "万": 1e4, "w": 1e4, "million": 1e6, "百万": 1e6, "亿": 1e8}
 _NUM = re.compile(r"(?<![A-Za-z0-9.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(million|thousand|百万|亿|万|千|k\b|w\b)?",

@@ -1,4 +1,4 @@
-"""LLM judge of the quality cascade (DESIGN.md section 1.8): the expensive layer, used sparingly.
+"""LLM judge of the quality cascade (docs/quality.md): the expensive layer, used sparingly.
 
 Only records the cheaper layers leave in doubt (they pass every row threshold but their
 pre-judge score lies in a configured band) and a seeded random audit sample are judged, never
@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment
 
 from dialinsight_core.config import JUDGE_DIMENSIONS, Settings
-from dialinsight_core.inference import Engine, LabelRequest, LabelResult
-from dialinsight_core.prompts import template_env
+from dialinsight_core.llm import Engine, LabelRequest, LabelResult
+from dialinsight_core.templating import template_env
+from dialinsight_core.text import stable_int
 
 __all__ = ["JUDGE_SCHEMA", "JudgeItem", "JudgeVerdict", "build_request", "judge_records", "parse_verdict",
            "select_for_judge"]
@@ -36,7 +36,6 @@ JUDGE_SCHEMA: dict[str, Any] = {
     "required": ["rationale", *RUBRIC],
     "additionalProperties": False,
 }
-_TEMPLATES = Path(__file__).parent / "templates"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -58,8 +57,6 @@ class JudgeVerdict:
 
 
 def _audit_draw(seed: int, prompt_id: str) -> float:
-    from dialinsight_core.prompts import stable_int
-
     return stable_int(seed, "judge-audit", prompt_id) / float(1 << 63)
 
 
@@ -96,7 +93,7 @@ def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple
 
 def build_request(item: JudgeItem, settings: Settings, env: Environment | None = None) -> LabelRequest:
     cfg = settings.quality.judge
-    env = env or template_env(_TEMPLATES)
+    env = env or template_env()
     lang = "zh" if item.lang == "zh" else "en"
     user = env.get_template("judge_user.j2").render(
         lang=lang, dialogue=item.dialogue[: cfg.max_dialogue_chars], instruction=item.instruction,
@@ -140,7 +137,7 @@ def judge_records(items: list[JudgeItem], engine: Engine, settings: Settings) ->
     """One rubric call per item through the engine; a verdict for every item, failures included."""
     if not items:
         return {}
-    env = template_env(_TEMPLATES)
+    env = template_env()
     results = engine.generate([build_request(i, settings, env) for i in items])
     if len(results) != len(items):
         raise AssertionError(f"judge engine returned {len(results)} results for {len(items)} requests")

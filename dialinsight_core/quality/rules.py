@@ -1,4 +1,4 @@
-"""Rule layer of the quality cascade (DESIGN.md section 1.8): free checks on every record.
+"""Rule layer of the quality cascade (docs/quality.md): free checks on every record.
 
 Each dimension is a score in [0, 1] (1 = good) computed from the label, its prompt's task
 family, the instruction and the source dialogue; checks that find something also return the
@@ -20,19 +20,9 @@ from jsonschema import Draft202012Validator
 
 from dialinsight_core.config import RULE_DIMENSIONS
 from dialinsight_core.pii import find_pii
+from dialinsight_core.text import detect_lang, ngrams, tokens
 
 __all__ = ["RULE_DIMENSIONS", "RuleContext", "content_text", "score_record", "tokens"]
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def tokens(text: str) -> list[str]:
-    return [t.lower() for t in _TOKEN.findall(text)]
-
-
-def ngrams(toks: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
-
 
 def content_text(output_text: str | None, output_json: str | None, numbers: bool = True,
                  skip_keys: frozenset[str] = frozenset()) -> str:
@@ -88,8 +78,6 @@ def score_length(content: str, min_chars: int, max_chars: int) -> float:
 
 
 def score_lang_match(content: str, dialogue_lang: str) -> float:
-    from dialinsight_core.ingest import detect_lang
-
     lang = detect_lang(content)
     if lang == "und" or dialogue_lang == "und":
         return 0.5

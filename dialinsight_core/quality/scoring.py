@@ -14,16 +14,16 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import DIMENSIONS, GROUNDING_DIMENSIONS, JUDGE_DIMENSIONS, RULE_DIMENSIONS, Settings
+from dialinsight_core.contracts import ScoreStats
+from dialinsight_core.llm import Engine
 from dialinsight_core.quality import grounding, judge, rules
-
-if TYPE_CHECKING:
-    from dialinsight_core.inference import Engine
+from dialinsight_core.text import ROLE_NAMES, prompt_lang
 
 STAGE = "score"
 NOT_CLAIMS = frozenset({"not_mentioned"})  # JSON keys whose values name what the dialogue lacks
@@ -32,7 +32,7 @@ NOT_CLAIMS = frozenset({"not_mentioned"})  # JSON keys whose values name what th
 @dataclass
 class ScoreResult:
     scored: pa.Table
-    stats: dict[str, Any]
+    stats: ScoreStats
 
 
 def overall(dims: dict[str, float | None], weights: dict[str, float]) -> float:
@@ -49,14 +49,12 @@ def failed_thresholds(dims: dict[str, float | None], settings: Settings) -> list
 def _dialogue_texts(turns: pa.Table) -> tuple[dict[str, str], dict[str, str]]:
     """Per dialogue: the turn texts alone (what copy and grounding compare against; role names
     between turns would hide a pasted stretch) and the text with role names (what the judge reads)."""
-    from dialinsight_core.prompts import ROLE_NAMES
-
     by_dialogue: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
     for t in turns.select(["dialogue_id", "turn_idx", "role", "text", "lang"]).to_pylist():
         by_dialogue[t["dialogue_id"]].append((t["turn_idx"], t["role"], t["text"], t["lang"]))
     plain, named = {}, {}
     for d, rows in by_dialogue.items():
-        names = ROLE_NAMES["zh" if rows[0][3] == "zh" else "en"]
+        names = ROLE_NAMES[prompt_lang(rows[0][3])]
         plain[d] = "\n".join(text for _, _, text, _ in sorted(rows))
         named[d] = "\n".join(f"{names.get(role, role)}: {text}" for _, role, text, _ in sorted(rows))
     return plain, named
@@ -172,7 +170,7 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
 
 
 def cost_stats(scored: pa.Table, sel: dict[str, int], engine_desc: dict[str, Any], audit_pairs: list[tuple[bool, bool]],
-               t_cheap: float, t_rules: float, t_ground: float, t_judge: float) -> dict[str, Any]:
+               t_cheap: float, t_rules: float, t_ground: float, t_judge: float) -> ScoreStats:
     """The cascade's cost account: records per layer, judge share and tokens, audit agreement."""
     n = scored.num_rows
     status = [s for s in scored.column("judge_status").to_pylist() if s]

@@ -1,8 +1,13 @@
-"""Build a ``dialinsight_core.pipeline.RunContext`` from the running task's Airflow context."""
+"""Build a ``dialinsight_core.runs.context.RunContext`` from the running task's Airflow context."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dialinsight_core.config import load_settings
+
+if TYPE_CHECKING:
+    from dialinsight_core.runs.context import RunContext
 
 # Params of the DAG form -> dotted config keys they override (None / "" / 0 = keep config)
 PARAM_OVERRIDES = {
@@ -28,9 +33,9 @@ def settings_overrides(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_context(context: Any) -> Any:
-    from dialinsight_core.config import load_settings
-    from dialinsight_core.pipeline import RunContext
+def run_context(context: Any) -> RunContext:
+    # lazy: Airflow imports every file under plugins/ in each component at start-up; pyarrow loads in tasks only
+    from dialinsight_core.runs.context import RunContext
 
     params = dict(context["params"])
     settings = load_settings()

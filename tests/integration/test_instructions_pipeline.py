@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from dialinsight_core.inference.openai_engine import OpenAIEngine
-from dialinsight_core.instructions.runner import export_for_review, finalise, generate
 from dialinsight_core.instructions.store import load_approved
-from dialinsight_core.pipeline import RunContext, run_build_prompts, run_ingest
+from dialinsight_core.runs.instructions import export_for_review, finalise, generate
+from dialinsight_core.runs.nightly import RunContext, run_build_prompts, run_ingest
 from tests.support.fake_openai import FakeOpenAIServer
 
 
@@ -54,7 +54,7 @@ def test_generate_review_approve_and_nightly_uses_the_version(make_settings, fak
     prompts = nightly.store.read_table(pr["keys"]["prompts"])
     assert set(prompts.column("library_version").to_pylist()) == {exported["version"]}
     # the reviewer's note guides the next round
-    from dialinsight_core.instructions.runner import reviewer_guidance
+    from dialinsight_core.runs.instructions import reviewer_guidance
 
     assert "prefer short tasks" in reviewer_guidance(ctx.store, s)
 
@@ -62,7 +62,7 @@ def test_generate_review_approve_and_nightly_uses_the_version(make_settings, fak
 def test_rejected_review_publishes_nothing(make_settings, fake_openai):
     s, ctx, _, exported, manifest, _ = _run(make_settings, fake_openai, "Reject", {"note": "ask about the dialogue's facts"})
     assert manifest["status"] == "rejected" and load_approved(ctx.store, s) is None
-    from dialinsight_core.instructions.runner import reviewer_guidance
+    from dialinsight_core.runs.instructions import reviewer_guidance
 
     assert reviewer_guidance(ctx.store, s) == "ask about the dialogue's facts"  # guides the next round
     lib = ctx.store.read_json(f"library/v={exported['version']}/manifest.json")

@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 
-from dialinsight_core.pipeline import RunContext, run_all
+from dialinsight_core.runs.nightly import RunContext, run_all
 from dialinsight_core.storage import store_from_settings
 from tests.conftest import ROOT
 

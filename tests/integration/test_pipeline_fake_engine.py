@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from dialinsight_core.pipeline import BatchGateFailed, RunContext, run_all
+from dialinsight_core.runs.nightly import BatchGateFailed, RunContext, run_all
 from dialinsight_core.storage import LATEST_KEY, store_from_settings
 from tests.support.fake_openai import DEFECT_REASONS, is_judge, planted, planted_mix
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from dialinsight_core.ingest import detect_lang, ingest, parse_star
+from dialinsight_core.ingest import ingest, parse_star
+from dialinsight_core.text import detect_lang
 from tests.conftest import FIXTURES, STAR
 
 
@@ -49,6 +50,25 @@ def test_broken_files_are_quarantined_with_reasons(make_settings):
     assert res.dialogues.column("dialogue_id").to_pylist() == ["broken:ok-1-copy"]
     assert res.stats["files_read"] == 10 == res.dialogues.num_rows + res.quarantined.num_rows
     assert all(r["reason_detail"] for r in res.quarantined.to_pylist())
+
+
+def test_each_step_reports_where_records_left_the_stage(make_settings):
+    """read -> validate -> redact -> dedup -> classify: each step counts in / out / quarantined by reason."""
+    s = make_settings(DIALINSIGHT__SOURCES=json.dumps([
+        {"name": "broken", "adapter": "star", "uri": str(FIXTURES / "star_broken")}]))
+    steps = ingest(s).stats["steps"]
+    assert list(steps) == ["read", "validate", "redact", "dedup", "classify"]
+    assert steps["read"] == {"records_in": 10, "records_out": 5, "quarantined": 5, "quarantined_by_reason": {
+        "unreadable_json": 1, "bad_encoding": 1, "malformed_structure": 2, "non_text_turn": 1}}
+    assert steps["validate"] == {"records_in": 5, "records_out": 2, "quarantined": 3, "quarantined_by_reason": {
+        "single_role": 1, "too_few_turns": 1, "turn_too_long": 1}}
+    assert steps["redact"] == {"records_in": 2, "records_out": 2, "quarantined": 0, "quarantined_by_reason": {}}
+    assert steps["dedup"] == {"records_in": 2, "records_out": 1, "quarantined": 1, "quarantined_by_reason": {"duplicate": 1}}
+    assert steps["classify"] == {"records_in": 1, "records_out": 1, "quarantined": 0, "quarantined_by_reason": {}}
+    for before, after in zip(list(steps.values()), list(steps.values())[1:], strict=False):
+        assert before["records_out"] == after["records_in"]
+    for st in steps.values():
+        assert st["records_in"] == st["records_out"] + st["quarantined"]
 
 
 def test_chinese_transcripts(make_settings):
@@ -208,7 +228,7 @@ def _unplaced_source(tmp_path):
 
 def test_llm_scene_classifier_revisits_only_what_the_rules_left_unplaced(make_settings, fake_openai, tmp_path):
     from dialinsight_core.inference.openai_engine import OpenAIEngine
-    from dialinsight_core.ingest import classify_scenes_llm
+    from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 
     srv = fake_openai()
     s = make_settings(DIALINSIGHT__SOURCES=_unplaced_source(tmp_path), DIALINSIGHT__ENGINE__KIND="openai",
@@ -229,7 +249,7 @@ def test_llm_scene_classifier_revisits_only_what_the_rules_left_unplaced(make_se
 
 def test_llm_scene_classifier_failure_keeps_the_default_and_says_so(make_settings, fake_openai, tmp_path):
     from dialinsight_core.inference.openai_engine import OpenAIEngine
-    from dialinsight_core.ingest import classify_scenes_llm
+    from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 
     srv = fake_openai(lambda body: "malformed")
     s = make_settings(DIALINSIGHT__SOURCES=_unplaced_source(tmp_path), DIALINSIGHT__ENGINE__KIND="openai",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dialinsight_core.inference import LabelResult
 from dialinsight_core.inference.openai_engine import OpenAIEngine
+from dialinsight_core.llm import LabelResult
 from dialinsight_core.quality.judge import (
     JUDGE_SCHEMA,
     JudgeItem,

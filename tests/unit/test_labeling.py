@@ -11,8 +11,8 @@ from dialinsight_core.inference.labeling import ShardCache, order_requests
 from dialinsight_core.inference.openai_engine import OpenAIEngine
 from dialinsight_core.ingest import ingest
 from dialinsight_core.instructions import load_library, load_output_schemas
-from dialinsight_core.pipeline import RunContext, TooManyFailures, run_label_shard
 from dialinsight_core.prompts import build_prompts
+from dialinsight_core.runs.nightly import RunContext, TooManyFailures, run_label_shard
 from dialinsight_core.storage import store_from_settings
 from tests.support.fake_openai import is_judge
 

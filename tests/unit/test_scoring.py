@@ -8,9 +8,9 @@ import json
 import pytest
 
 from dialinsight_core import schemas
-from dialinsight_core.inference import Engine, LabelRequest, LabelResult, parse_json
 from dialinsight_core.ingest import ingest
 from dialinsight_core.instructions import load_library, load_output_schemas
+from dialinsight_core.llm import Engine, LabelRequest, LabelResult, parse_json
 from dialinsight_core.prompts import build_prompts
 from dialinsight_core.quality.scoring import overall, score_labels
 from tests.support.fake_openai import answer

@@ -8,12 +8,14 @@ decision (approve with edits and notes, or reject).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from typing import Any
 
 from dialinsight_core.config import Settings
+from dialinsight_core.contracts import GenerateOut, ReviewExport
+from dialinsight_core.inference import make_engine
+from dialinsight_core.ingest import ingest
 from dialinsight_core.instructions import load_library
 from dialinsight_core.instructions.evolution import (
     diversity,
@@ -33,15 +35,19 @@ from dialinsight_core.instructions.store import (
     review,
     write_pending,
 )
+from dialinsight_core.llm import Engine
+from dialinsight_core.runs.context import RunContext
+from dialinsight_core.storage import ObjectStore
+from dialinsight_core.text import stable_id, turn_lines
 
 STAGE = "instructions"
 
 
 def _id(*parts: Any) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:10]
+    return stable_id(*parts, n=10)
 
 
-def current_library(store: Any, settings: Settings) -> tuple[list[dict[str, Any]], str]:
+def current_library(store: ObjectStore, settings: Settings) -> tuple[list[dict[str, Any]], str]:
     approved = load_approved(store, settings)
     if approved is not None:
         rows = approved.to_pylist()
@@ -50,7 +56,7 @@ def current_library(store: Any, settings: Settings) -> tuple[list[dict[str, Any]
     return rows, rows[0]["library_version"] if rows else "v0"
 
 
-def reviewer_guidance(store: Any, settings: Settings, library: list[dict[str, Any]] | None = None) -> str:
+def reviewer_guidance(store: ObjectStore, settings: Settings, library: list[dict[str, Any]] | None = None) -> str:
     """Notes of the last review, approved or rejected (a rejection's note matters most), plus the
     per-instruction notes of the approved library; fed to the next evolution round."""
     notes: list[str] = []
@@ -69,17 +75,15 @@ def _row(base: dict[str, Any], **over: Any) -> dict[str, Any]:
     return row
 
 
-def generate(ctx: Any, engine: Any) -> dict[str, Any]:
+def generate(ctx: RunContext, engine: Engine) -> GenerateOut:
     """Seeds + evolution rounds with elimination; writes every candidate (kept or eliminated)."""
-    from dialinsight_core.ingest import ingest, turn_lines
-
     s: Settings = ctx.settings
     cfg = s.instructions
     store = ctx.store
     library, parent_version = current_library(store, s)
     guidance = reviewer_guidance(store, s, library)
     sample = ingest(s, max_dialogues=int(ctx.params.get("max_dialogues") or 20))
-    text_by = turn_lines(sample.turns)
+    text_by = turn_lines(sample.turns.select(["dialogue_id", "role", "text"]).to_pylist())
     by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in sample.dialogues.to_pylist():
         by_scene[d["scene"]].append(d)
@@ -162,7 +166,16 @@ def generate(ctx: Any, engine: Any) -> dict[str, Any]:
     return {"key": key, "stats": stats}
 
 
-def export_for_review(ctx: Any, gen_out: dict[str, Any]) -> dict[str, Any]:
+def run_generate(ctx: RunContext) -> GenerateOut:
+    """``generate`` with the configured engine, built here and closed after (the DAG's task)."""
+    engine = make_engine(ctx.settings)
+    try:
+        return generate(ctx, engine)
+    finally:
+        engine.close()
+
+
+def export_for_review(ctx: RunContext, gen_out: GenerateOut) -> ReviewExport:
     """A pending version = the current approved library + this run's candidates."""
     s: Settings = ctx.settings
     doc = ctx.store.read_json(gen_out["key"])
@@ -176,7 +189,7 @@ def export_for_review(ctx: Any, gen_out: dict[str, Any]) -> dict[str, Any]:
         f"{s.instructions.library_prefix}/v={version}/review.md"), "review_md": review_md[:20000]}
 
 
-def finalise(ctx: Any, export_out: dict[str, Any], response: dict[str, Any] | None) -> dict[str, Any]:
+def finalise(ctx: RunContext, export_out: ReviewExport, response: dict[str, Any] | None) -> dict[str, Any]:
     """Apply the reviewer's HITL response: Approve (with optional edits / note) or Reject."""
     response = response or {}
     chosen = (response.get("chosen_options") or ["Reject"])[0]

@@ -1,0 +1,298 @@
+"""The composed steps of ingest: read -> validate -> redact -> dedup -> classify.
+
+Like DataTrove's pipeline blocks, each step takes a stream of records and yields the ones it
+keeps; what it drops goes to the shared ``Quarantine`` with the step's name and a reason, never
+silently. Each step counts its own ``records_in / records_out / quarantined`` so a reader sees
+where a record left the stage, and ``records_in == records_out + quarantined`` holds per step.
+Records flow one at a time through all steps, so memory does not hold the corpus twice and the
+quarantine keeps source order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dialinsight_core import schemas
+from dialinsight_core.config import Settings, SourceSettings
+from dialinsight_core.contracts import StepStats
+from dialinsight_core.dedup import LSHIndex, MinHasher
+from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
+from dialinsight_core.pii import Redactor
+from dialinsight_core.text import detect_lang, normalise_text
+
+STAGE = "ingest"
+Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
+
+
+class Drop(Exception):
+    """Raised by a step's ``process``: the record goes to quarantine with this reason."""
+
+    def __init__(self, code: str, detail: str, record: dict[str, Any]):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail, self.record = code, detail, record
+
+
+@dataclass
+class Record:
+    """One dialogue record on its way through the steps; each step fills in what it decides."""
+
+    record_id: str  # "<source>:<record id in the source>" (a file, a JSONL line, a CSV group)
+    source: SourceSettings
+    key: str  # the record id within its source
+    raw: RawDialogue | InvalidDialogue
+    data: bytes | None  # the record's bytes where the adapter had them (quarantine evidence)
+    turns: list[Turn] = field(default_factory=list)
+    dialogue_id: str = ""
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    content_hash: str = ""
+    minhash: np.ndarray | None = None
+    lang: str = ""
+    scene: str = ""
+    scene_source: str = ""
+    behaviours: list[str] = field(default_factory=list)
+
+    def head(self) -> dict[str, Any]:
+        """What a quarantine row of a record that never became a dialogue shows."""
+        snippet = self.data[:2000].decode("utf-8", "replace") if self.data else None
+        return {"source": self.source.name, "file": self.key, "head": snippet}
+
+
+class Quarantine:
+    """Rows of ``schemas.QUARANTINED`` from every step, in the order records were dropped."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, record_id: str, record: dict[str, Any], code: str, detail: str) -> None:
+        self.rows.append(schemas.quarantine_row(record_id, record, STAGE, code, detail))
+
+    def table(self) -> pa.Table:
+        return schemas.table(schemas.QUARANTINED, self.rows)
+
+
+class Step(ABC):
+    """A pipeline block: ``run`` streams records through ``process``; a ``Drop`` quarantines one."""
+
+    name: str
+
+    def __init__(self, quarantine: Quarantine, settings: Settings):
+        self.quarantine = quarantine
+        self.settings = settings
+        self.records_in = 0
+        self.records_out = 0
+        self.dropped: Counter[str] = Counter()
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for rec in records:
+            self.records_in += 1
+            try:
+                self.process(rec)
+            except Drop as drop:
+                self.dropped[drop.code] += 1
+                self.quarantine.add(rec.record_id, drop.record, drop.code, drop.detail)
+                continue
+            self.records_out += 1
+            yield rec
+
+    @abstractmethod
+    def process(self, rec: Record) -> None:
+        """Decide about one record in place; raise ``Drop`` to quarantine it."""
+
+    def stats(self) -> StepStats:
+        return {"records_in": self.records_in, "records_out": self.records_out,
+                "quarantined": sum(self.dropped.values()), "quarantined_by_reason": dict(self.dropped)}
+
+
+class Read(Step):
+    """Every record of the chosen sources (at most ``limit`` per source); a record an adapter could
+    not parse (bad encoding, unreadable JSON, missing columns) is quarantined here."""
+
+    name = "read"
+
+    def __init__(self, quarantine: Quarantine, settings: Settings, sources: list[SourceSettings], limit: int):
+        super().__init__(quarantine, settings)
+        self.sources, self.limit = sources, limit
+
+    def records(self) -> Iterator[Record]:
+        for source in self.sources:
+            read_here = 0
+            for key, raw, data in read_source(source, self.settings):
+                if self.limit and read_here >= self.limit:  # max_dialogues is per source
+                    break
+                read_here += 1
+                yield Record(f"{source.name}:{key}", source, key, raw, data)
+
+    def process(self, rec: Record) -> None:
+        if isinstance(rec.raw, InvalidDialogue):
+            raise Drop(rec.raw.code, rec.raw.detail, rec.head())
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.run(self.records())
+
+
+class Validate(Step):
+    """Normalised turns within the configured bounds, two known roles speaking."""
+
+    name = "validate"
+
+    def process(self, rec: Record) -> None:
+        assert isinstance(rec.raw, RawDialogue)
+        try:
+            rec.turns = validate(rec.raw, self.settings)
+        except InvalidDialogue as exc:
+            raise Drop(exc.code, exc.detail, rec.head()) from None
+        rec.dialogue_id = f"{rec.source.name}:{rec.raw.dialogue_id}"
+
+
+def validate(raw: RawDialogue, settings: Settings) -> list[Turn]:
+    cfg = settings.ingest
+    turns = [(role, normalise_text(text), meta) for role, text, meta in raw.turns]
+    empty = [i for i, (_, t, _) in enumerate(turns) if not t]
+    turns = [t for t in turns if t[1]]
+    if len(turns) < cfg.min_turns:
+        raise InvalidDialogue("too_few_turns", f"{len(turns)} non-empty turns (< {cfg.min_turns}); empty: {empty}")
+    if len(turns) > cfg.max_turns:
+        raise InvalidDialogue("too_many_turns", f"{len(turns)} turns (> {cfg.max_turns})")
+    roles = {r for r, _, _ in turns}
+    if len(roles) < 2:
+        raise InvalidDialogue("single_role", f"only role(s) {sorted(roles)} speak")
+    unknown = roles - set(settings.taxonomy.roles)
+    if unknown:
+        raise InvalidDialogue("unknown_role", f"roles {sorted(unknown)} not in {settings.taxonomy.roles}")
+    for i, (_, text, _) in enumerate(turns):
+        if len(text) > cfg.max_turn_chars:
+            raise InvalidDialogue("turn_too_long", f"turn {i} has {len(text)} chars (> {cfg.max_turn_chars})")
+    return turns
+
+
+class Redact(Step):
+    """PII -> typed placeholders, consistent within a dialogue, before any later stage (or LLM)
+    sees the text; per-dialogue counts by type."""
+
+    name = "redact"
+
+    def process(self, rec: Record) -> None:
+        redact = Redactor()
+        redact.learn_names([t for _, t, _ in rec.turns])
+        rec.turns = [(role, redact(text), meta) for role, text, meta in rec.turns]
+        rec.pii_counts = redact.counts
+
+
+class Dedup(Step):
+    """Exact and near duplicates (MinHash/LSH over the redacted text) of a dialogue kept earlier
+    in this run or of one already published (``published``: DIALOGUE_INDEX rows)."""
+
+    name = "dedup"
+
+    def __init__(self, quarantine: Quarantine, settings: Settings, published: pa.Table | None):
+        super().__init__(quarantine, settings)
+        cfg = settings.ingest
+        self.threshold = cfg.near_dup_threshold
+        self.hasher = MinHasher(k=cfg.near_dup_shingle)
+        self.lsh = LSHIndex(threshold=cfg.near_dup_threshold)
+        self.seen: dict[str, str] = {}
+        self.old_lsh = LSHIndex(threshold=cfg.near_dup_threshold)
+        self.old_hashes: dict[str, str] = {}
+        self.index_rows: list[dict[str, Any]] = []
+        for row in (published.to_pylist() if published is not None else []):
+            where = f"{row['dialogue_id']} (snapshot {row['snapshot_id']})"
+            self.old_hashes.setdefault(row["content_hash"], where)
+            self.old_lsh.add(where, np.asarray(row["minhash"], dtype=np.uint64))
+
+    def duplicate_of(self, content_hash: str, sig: np.ndarray) -> tuple[str, str] | None:
+        """(reason_code, detail) when this dialogue repeats one kept in this run or already published."""
+        if content_hash in self.seen:
+            return "duplicate", f"same content as {self.seen[content_hash]}"
+        old = [(self.old_hashes[content_hash], 1.0)] if content_hash in self.old_hashes else self.old_lsh.query(sig)
+        if old:
+            how = "same content" if old[0][1] == 1.0 else f"similarity {old[0][1]:.2f}"
+            return "duplicate_of_published", f"{how} as published {old[0][0]}"
+        near = self.lsh.query(sig)
+        if near:
+            return "near_duplicate", f"estimated similarity {near[0][1]:.2f} >= {self.threshold} with {near[0][0]}"
+        return None
+
+    def process(self, rec: Record) -> None:
+        rec.content_hash = hashlib.sha256("\n".join(f"{r}\t{t.lower()}" for r, t, _ in rec.turns).encode()).hexdigest()
+        rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
+        dup = self.duplicate_of(rec.content_hash, rec.minhash)
+        if dup:
+            raise Drop(*dup, {"source": rec.source.name, "file": rec.key, "dialogue_id": rec.dialogue_id})
+        self.lsh.add(rec.dialogue_id, rec.minhash)
+        self.seen[rec.content_hash] = rec.dialogue_id
+        self.index_rows.append({"dialogue_id": rec.dialogue_id, "content_hash": rec.content_hash,
+                                "minhash": rec.minhash.tolist(), "snapshot_id": ""})
+
+
+class Classify(Step):
+    """Language, scene (the source's own label, taxonomy keywords, or the default) and each turn's
+    role behaviour. Never drops a record: a dialogue nothing matched gets the default scene, which
+    the optional LLM classifier (``scene_classifier``) revisits."""
+
+    name = "classify"
+
+    def process(self, rec: Record) -> None:
+        assert isinstance(rec.raw, RawDialogue)
+        full_text = "\n".join(t for _, t, _ in rec.turns)
+        rec.lang = detect_lang(full_text)
+        rec.scene, rec.scene_source = classify_scene_with_source(full_text, rec.raw.scene_hints, rec.source,
+                                                                 self.settings)
+        rec.behaviours = [classify_behaviour(role, text, self.settings) for role, text, _ in rec.turns]
+
+
+def classify_scene_with_source(text: str, hints: list[str], source: SourceSettings,
+                               settings: Settings) -> tuple[str, str]:
+    """(scene, how it was decided): the source's own label (``scene_map``), taxonomy keywords, or
+    the default scene when nothing matched (those are what the optional LLM classifier revisits)."""
+    for hint in hints:
+        if hint in source.scene_map:
+            return source.scene_map[hint], "source"
+    lowered = text.lower()
+    best, best_hits = settings.taxonomy.default_scene, 0
+    for name, scene in settings.taxonomy.scenes.items():
+        hits = sum(lowered.count(k.lower()) for k in scene.keywords)
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return best, ("keywords" if best_hits else "default")
+
+
+def _keyword_in(keyword: str, low: str) -> bool:
+    """Chinese keywords match as substrings; English ones on word boundaries ("hi" not in "this")."""
+    if not keyword.isascii() or not keyword[0].isalnum():  # Chinese, or punctuation such as "?" / "[name_"
+        return keyword in low
+    return re.search(rf"(?<![a-z]){re.escape(keyword)}(?![a-z])", low) is not None
+
+
+def classify_behaviour(role: str, text: str, settings: Settings) -> str:
+    """Keyword classifier of what a turn does (greet, state_need, quote_price, ...); 'other' if nothing matches."""
+    low = text.lower()
+    best, best_hits = "other", 0
+    for name, keywords in settings.taxonomy.behaviours.get(role, {}).items():
+        hits = sum(1 for k in keywords if _keyword_in(k.lower(), low))
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return best
+
+
+def turn_rows(rec: Record) -> list[dict[str, Any]]:
+    """The record's rows of the ``turns`` table."""
+    return [{"dialogue_id": rec.dialogue_id, "source": rec.source.name, "turn_idx": idx, "role": role, "text": text,
+             "lang": rec.lang, "scene": rec.scene, "behaviour": behaviour, "meta": json.dumps(meta, ensure_ascii=False)}
+            for idx, ((role, text, meta), behaviour) in enumerate(zip(rec.turns, rec.behaviours, strict=True))]
+
+
+def dialogue_row(rec: Record) -> dict[str, Any]:
+    """The record's row of the ``dialogues`` table."""
+    return {"dialogue_id": rec.dialogue_id, "source": rec.source.name, "scene": rec.scene, "n_turns": len(rec.turns),
+            "lang": rec.lang, "pii_counts": json.dumps(rec.pii_counts, sort_keys=True), "content_hash": rec.content_hash,
+            "source_file": rec.key, "scene_source": rec.scene_source}

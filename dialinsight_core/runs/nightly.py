@@ -1,0 +1,259 @@
+"""Stage runners of the nightly DAG (``dialinsight_nightly``) and the CLI.
+
+Each runner reads its inputs from the object store, runs one core stage, writes its outputs (and
+quarantine) back and returns a small typed summary (``contracts``): the Airflow tasks' XComs are
+these summaries, never data. ``run_all`` runs the same steps in one process (CLI, tests,
+benchmarks). Every runner is idempotent for a given (ds, run_id): it rewrites the same keys with
+the same content. This is the only layer that knows more than one stage: it decides which engine
+each stage gets and what each stage reads (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import cast
+
+import pyarrow as pa
+
+from dialinsight_core import publishing, schemas
+from dialinsight_core.contracts import (
+    Baseline,
+    GateKeys,
+    GateOut,
+    GateSummary,
+    IngestKeys,
+    IngestOut,
+    LabelKeys,
+    LabelOut,
+    PromptKeys,
+    PromptsOut,
+    PublishOut,
+    ScoreKeys,
+    ScoreOut,
+    ShardRef,
+)
+from dialinsight_core.inference import CachedEngine, LazyEngine, label_prompts, make_engine
+from dialinsight_core.ingest import ingest
+from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
+from dialinsight_core.instructions import load_library, load_output_schemas
+from dialinsight_core.instructions.store import load_approved
+from dialinsight_core.llm import Engine
+from dialinsight_core.prompts import build_prompts, shard_prompts
+from dialinsight_core.quality.gates import apply_gates, remove_docs
+from dialinsight_core.quality.scoring import score_labels
+from dialinsight_core.runs.context import RunContext, code_version
+
+__all__ = ["BatchGateFailed", "RunContext", "TooManyFailures", "check_conservation", "previous_baseline", "run_all",
+           "run_build_prompts", "run_gate", "run_ingest", "run_label_shard", "run_publish", "run_score"]
+
+
+class BatchGateFailed(RuntimeError):
+    """The batch gate rejected the run; nothing was published."""
+
+
+class TooManyFailures(RuntimeError):
+    """A label shard failed more requests than ``labeling.max_failure_rate`` allows."""
+
+
+def run_ingest(ctx: RunContext) -> IngestOut:
+    """Ingest (deduplicated against published snapshots), then the optional LLM scene classifier."""
+    published = publishing.published_index(ctx.store, ctx.ds) if ctx.settings.ingest.dedup_against_published else None
+    res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
+                 sources=ctx.params.get("sources") or None, published=published)
+    if ctx.settings.ingest.llm_scene_classifier and "default" in res.stats.get("scene_sources", {}):
+        engine = make_engine(ctx.settings.with_engine(ctx.settings.ingest.llm_classifier_engine))
+        try:
+            res = classify_scenes_llm(res, engine, ctx.settings)
+        finally:
+            engine.close()
+    keys = ctx.write_stage("ingest", {"turns": res.turns, "dialogues": res.dialogues,
+                                      "quarantined": res.quarantined, "index": res.index}, res.stats)
+    return {"keys": cast(IngestKeys, keys), "stats": res.stats}
+
+
+def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
+    """Prompts from the latest human-approved library (``prompts.library_source: auto``) or the
+    bundled one, cut into at most ``labeling.shards`` shards by dialogue."""
+    k = ingest_out["keys"]
+    library = load_approved(ctx.store, ctx.settings) if ctx.settings.prompts.library_source == "auto" else None
+    if library is None:
+        library = load_library(ctx.settings)
+    res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES),
+                        ctx.store.read_table(k["turns"], schemas.TURNS), library,
+                        load_output_schemas(ctx.settings), ctx.settings, ctx.ds)
+    keys = ctx.write_stage("prompts", {"prompts": res.prompts, "quarantined": res.quarantined,
+                                       "instructions": library}, res.stats)
+    shards: list[ShardRef] = []
+    for i, shard in enumerate(shard_prompts(res.prompts, ctx.settings.labeling.shards)):
+        key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet")
+        ctx.store.write_table(key, shard)
+        shards.append({"shard": i, "key": key, "n": shard.num_rows})
+    return {"keys": cast(PromptKeys, keys), "stats": res.stats, "shards": shards}
+
+
+def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngine | None = None) -> LabelOut:
+    """Label one shard through the request cache; builds (and closes) its own engine, lazily,
+    unless one is passed in."""
+    prompts = ctx.store.read_table(shard["key"], schemas.PROMPTS)
+    own = LazyEngine(ctx.settings) if engine is None else None
+    try:
+        res = label_prompts(prompts, engine or own, load_output_schemas(ctx.settings), ctx.settings,  # type: ignore[arg-type]
+                            store=ctx.store)
+    finally:
+        if own is not None:
+            own.close()
+    n = res.stats["prompts_in"]
+    rate = res.stats["quarantined"] / n if n else 0.0
+    keys = ctx.write_stage(f"label/shard-{shard['shard']:05d}", {"labels": res.labels, "quarantined": res.quarantined},
+                           res.stats)
+    if rate > ctx.settings.labeling.max_failure_rate:
+        raise TooManyFailures(
+            f"shard {shard['shard']}: {res.stats['quarantined']}/{n} requests failed "
+            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}"
+        )
+    return {"keys": cast(LabelKeys, keys), "stats": res.stats}
+
+
+def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut]) -> ScoreOut:
+    """The quality cascade; the judge's engine is built only if some record needs the judge."""
+    labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
+        if label_outs else schemas.table(schemas.LABELS, [])
+    factory = None
+    if ctx.settings.quality.judge.enabled:
+        judge = ctx.settings.judge_settings()
+        lab = ctx.settings.labeling
+        # the judge's requests go through the same request cache: a rerun pays for no verdict twice
+        def factory() -> CachedEngine:
+            return CachedEngine(LazyEngine(judge), judge.engine, ctx.store if lab.cache else None,
+                                f"{lab.cache_prefix.rstrip('/')}/judge", lab.checkpoint_every, lab.order, owns_inner=True)
+    res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
+                       ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
+                       ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
+                       load_output_schemas(ctx.settings), ctx.settings, factory)
+    keys = ctx.write_stage("score", {"scored": res.scored}, res.stats)
+    return {"keys": cast(ScoreKeys, keys), "stats": res.stats}
+
+
+def previous_baseline(ctx: RunContext) -> Baseline | None:
+    """The previous published snapshot's row count, from ``latest.json`` and its manifest."""
+    return publishing.read_latest(ctx.store)
+
+
+def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None = None) -> GateOut:
+    """GX row + batch suites; evidence (JSON and Data Docs HTML) is written even when the batch fails."""
+    dialogues_read = ingest_out["stats"]["files_read"] if ingest_out else None
+    res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings,
+                      previous_baseline(ctx), dialogues_read, ctx.params, run_name=ctx.paths.snapshot_id)
+    # one folder per attempt: a retried gate never mixes its evidence with an earlier attempt's
+    gx_prefix = ctx.key(f"gate/gx/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+    try:
+        for name, result in res.results.items():
+            ctx.store.write_json(f"{gx_prefix}/{name}.json", result)
+        docs_index = None
+        if res.data_docs_dir is not None:
+            for path in sorted(res.data_docs_dir.rglob("*")):
+                rel = path.relative_to(res.data_docs_dir).as_posix()
+                if path.is_file() and not rel.startswith("static/fonts/"):  # fonts: 3/4 of the size, CSS falls back
+                    ctx.store.write_bytes(f"{gx_prefix}/data_docs/{rel}", path.read_bytes())
+            docs_index = f"{gx_prefix}/data_docs/index.html"
+    finally:
+        remove_docs(res)
+    summary: GateSummary = {"suites": res.suites, "batch_gate_success": res.batch_success,
+                            "failed_batch_expectations": res.failed_batch_expectations,
+                            "data_docs": "gx/data_docs/index.html" if docs_index else None}
+    ctx.store.write_json(f"{gx_prefix}/summary.json", summary)
+    stats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
+    keys = ctx.write_stage("gate", {"accepted": res.accepted, "rejected": res.rejected}, stats)
+    out: GateOut = {"keys": {**cast(GateKeys, keys), "gx": gx_prefix}, "stats": stats, "gx": summary}
+    if not res.batch_success:
+        evidence = ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json")
+        raise BatchGateFailed(
+            "batch gate failed, nothing published. Failed expectations:\n  - "
+            + "\n  - ".join(res.failed_batch_expectations)
+            + f"\nevidence: {evidence}"
+        )
+    return out
+
+
+def _collect_quarantine(ctx: RunContext, keys: list[str]) -> pa.Table:
+    tables = [ctx.store.read_table(k, schemas.QUARANTINED) for k in keys]
+    return pa.concat_tables(tables) if tables else schemas.table(schemas.QUARANTINED, [])
+
+
+def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
+                score_out: ScoreOut, gate_out: GateOut) -> PublishOut:
+    """The snapshot of this run: accepted rows with lineage, rejected and quarantined beside them."""
+    store = ctx.store
+    accepted = store.read_table(gate_out["keys"]["accepted"], schemas.SCORED)
+    rejected = store.read_table(gate_out["keys"]["rejected"], schemas.REJECTED)
+    quarantined = _collect_quarantine(ctx, [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
+                                            *(o["keys"]["quarantined"] for o in label_outs)])
+    lineage = {
+        "snapshot_id": ctx.paths.snapshot_id,
+        "gate_suite_version": ctx.settings.gates.suite_version,
+        "config_hash": ctx.settings.config_hash(),
+        "code_version": code_version(),
+    }
+    counts = {
+        "dialogues_read": ingest_out["stats"]["files_read"],
+        "prompts": prompts_out["stats"]["prompts"],
+        "accepted": accepted.num_rows,
+        "rejected": rejected.num_rows,
+        "quarantined": quarantined.num_rows,
+        "quarantined_by_stage": {
+            "ingest": ingest_out["stats"]["quarantined"],
+            "prompts": prompts_out["stats"]["quarantined"],
+            "label": sum(o["stats"]["quarantined"] for o in label_outs),
+        },
+    }
+    gx = gate_out["gx"]
+    return publishing.publish(store, publishing.Snapshot(
+        prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
+        lineage=lineage, accepted=accepted, rejected=rejected, quarantined=quarantined,
+        index=store.read_table(ingest_out["keys"]["index"], schemas.DIALOGUE_INDEX),
+        ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,
+        manifest={
+            "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
+                       "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
+            "engine": {"kind": ctx.settings.engine.kind, "model": ctx.settings.engine.model},
+            "gx": {**gx, "suite_version": ctx.settings.gates.suite_version,
+                   "results": {name: f"gx/{name}.json" for name in gx["suites"]}},
+            "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
+        }))
+
+
+def check_conservation(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
+                       score_out: ScoreOut, gate_out: GateOut) -> None:
+    """records in = accepted + rejected + quarantined, per stage (raises on any loss)."""
+    i, p, g = ingest_out["stats"], prompts_out["stats"], gate_out["stats"]
+    labeled = sum(o["stats"]["labeled"] for o in label_outs)
+    label_q = sum(o["stats"]["quarantined"] for o in label_outs)
+    checks = {
+        "ingest": i["files_read"] == i["dialogues_kept"] + i["quarantined"],
+        "prompts": p["dialogues_in"] == p["dialogues_prompted"] + p["quarantined"],
+        "label": p["prompts"] == labeled + label_q,
+        "score": score_out["stats"]["labels_in"] == score_out["stats"]["scored"] == labeled,
+        "gate": g["scored_in"] == g["accepted"] + g["rejected"],
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise AssertionError(f"conservation broken at {bad}: " + json.dumps(
+            {"ingest": i, "prompts": p, "gate": g, "labeled": labeled, "label_quarantined": label_q}))
+
+
+def run_all(ctx: RunContext) -> PublishOut:
+    """Whole pipeline in one process (CLI, tests, benchmarks); Airflow runs the same steps as tasks."""
+    ing = run_ingest(ctx)
+    pr = run_build_prompts(ctx, ing)
+    labels: list[LabelOut] = []
+    if pr["stats"]["prompts"]:
+        engine = LazyEngine(ctx.settings)  # one engine for all shards in this process, built if needed
+        try:
+            labels = [run_label_shard(ctx, s, engine) for s in pr["shards"]]
+        finally:
+            engine.close()
+    sc = run_score(ctx, ing, pr, labels)
+    gt = run_gate(ctx, sc, ing)
+    check_conservation(ing, pr, labels, sc, gt)
+    return run_publish(ctx, ing, pr, labels, sc, gt)

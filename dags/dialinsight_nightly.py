@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from dialinsight_airflow.callbacks import on_task_failure
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # the run layer imports pyarrow: not at parse time
     from dialinsight_core.runs.context import RunContext
 
 _cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
+# every published snapshot is an event of this asset (extra: snapshot id, uri, counts, accept rate, suites);
+# name-only: a URI scheme would make Airflow load every provider's URI handlers at parse time
+SNAPSHOT_ASSET = Asset(name="dialinsight_snapshot", group="dialinsight")
 
 default_args = {
     "owner": "dialinsight",
@@ -119,13 +122,17 @@ def dialinsight_nightly() -> None:
         except runs.BatchGateFailed as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task
+    @task(outlets=[SNAPSHOT_ASSET])
     def publish(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut], score_out: ScoreOut,
                 gate_out: GateOut) -> PublishOut:
+        """Runs only after every gate passed; its asset event is what downstream DAGs wait for."""
         runs = _runs()
         labels = list(label_outs)
         runs.check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
-        return runs.run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
+        out = runs.run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
+        get_current_context()["outlet_events"][SNAPSHOT_ASSET].extra = out["asset_extra"]
+        print(out["summary_md"])  # in the task log: where the snapshot is and what it holds
+        return out
 
     ing = ingest()
     pr = build_prompts(ing)

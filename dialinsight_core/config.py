@@ -313,6 +313,32 @@ class AirflowSettings(_Model):
     task_timeout_s: int = Field(default=3600, ge=60)
 
 
+class MixinSettings(_Model):
+    """A general instruction dataset mixed into the exports (the paper's "domain only vs mixed")."""
+
+    uri: str | None = None  # local path (relative to the project) or s3://…: OpenAI chat JSONL
+    ratio: float = Field(default=0.0, ge=0.0, le=10.0)  # general rows per accepted domain row
+    name: str = Field(default="general", pattern=r"^[A-Za-z0-9_.-]+$")  # provenance recorded on each mixed row
+
+
+class ExportSettings(_Model):
+    formats: list[Literal["openai", "sharegpt", "alpaca"]] = Field(default_factory=lambda: ["openai", "sharegpt", "alpaca"])
+    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of *dialogues* in validation; 0 = no split
+    split_seed: int = 0
+    mixin: MixinSettings = MixinSettings()
+
+
+class CardSettings(_Model):
+    license: str = "mit"  # the published data's license: it must allow what the sources' licenses allow
+    pretty_name: str = "dialinsight instruction-tuning snapshot"
+    limitations: list[str] = Field(default_factory=list)  # added to the card's "Known limitations"
+
+
+class PublishingSettings(_Model):
+    exports: ExportSettings = ExportSettings()
+    card: CardSettings = CardSettings()
+
+
 class Settings(_Model):
     seed: int = 20240314
     storage: StorageSettings = StorageSettings()
@@ -326,6 +352,7 @@ class Settings(_Model):
     labeling: LabelingSettings = LabelingSettings()
     quality: QualitySettings
     gates: GateSettings = GateSettings()
+    publishing: PublishingSettings = PublishingSettings()
     airflow: AirflowSettings = AirflowSettings()
 
     @model_validator(mode="after")

@@ -187,10 +187,24 @@ class GateOut(TypedDict):
     gx: GateSummary
 
 
+class ExportManifest(TypedDict):
+    """What ``exports/`` of a snapshot holds (the manifest's ``exports`` section)."""
+
+    formats: list[str]
+    files: dict[str, dict[str, str]]  # format -> split -> key relative to the snapshot
+    counts: dict[str, dict[str, int]]  # split -> {domain, mixin} rows
+    dialogues: dict[str, int]  # split -> distinct dialogues
+    validation_fraction: float
+    split_seed: int
+    mixin: dict[str, Any]
+
+
 class PublishOut(TypedDict):
     snapshot_uri: str
     counts: dict[str, Any]
     already_published: NotRequired[bool]
+    asset_extra: NotRequired[dict[str, Any]]  # the snapshot asset event's extra (run layer)
+    summary_md: NotRequired[str]  # headline figures in Markdown (run layer)
 
 
 class GenerateOut(TypedDict):

@@ -105,6 +105,7 @@ LABELS = pa.schema(
         ("finish_reason", pa.string()),
         ("latency_s", pa.float64()),
         ("cache_hit", pa.bool_()),
+        ("model_fingerprint", pa.string()),  # hash of the labeling model's weights + config (not its path)
     ]
 )
 
@@ -117,6 +118,7 @@ SCORE_COLUMNS = [
     ("judge_status", pa.string()),  # null | ok | failed:<reason>
     ("judge_rationale", pa.string()),
     ("judge_tokens", pa.int32()),
+    ("judge_model", pa.string()),  # who judged the record; null when the judge did not see it
     ("layers_run", pa.string()),  # e.g. "rules,grounding,judge"
     ("quality_findings", pa.string()),  # JSON evidence per dimension (matched phrase, leaked span, missing fields)
 ]
@@ -159,7 +161,33 @@ LINEAGE_COLUMNS = [
     ("code_version", pa.string()),
 ]
 
-PUBLISHED = pa.schema(list(SCORED) + [pa.field(n, t) for n, t in LINEAGE_COLUMNS])
+# a chat message, as OpenAI, vLLM and Hugging Face chat templates take it
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+# what makes a published row a training example on its own, with no join (docs/dataset.md)
+EXAMPLE_COLUMNS = [
+    ("messages", pa.list_(MESSAGE)),  # the chat exactly as sent to the labeling model + the answer as the last message
+    ("instruction_text", pa.string()),
+    ("instruction_parent_id", pa.string()),  # the instruction chain: seed -> evolved (parent, operator, round)
+    ("instruction_operator", pa.string()),
+    ("instruction_round", pa.int32()),
+    ("instruction_origin", pa.string()),  # seed | evolved
+    ("source", pa.string()),
+    ("source_file", pa.string()),
+    ("sampling_params", pa.string()),  # JSON of the labeling request's sampling parameters
+]
+FIRST_COLUMNS = ("prompt_id", "messages", "instruction_text", "output_text", "output_json")
+
+
+def _published(extra: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    """SCORED + the example columns (+ ``extra``) + lineage, the training example's columns first."""
+    fields = {f.name: f for f in list(SCORED) + [pa.field(n, t) for n, t in EXAMPLE_COLUMNS]}
+    first = [fields.pop(n) for n in FIRST_COLUMNS]
+    return pa.schema(first + list(fields.values()) + [pa.field(n, t) for n, t in extra + LINEAGE_COLUMNS])
+
+
+PUBLISHED = _published([])
+PUBLISHED_REJECTED = _published(REASON_COLUMNS)
 
 
 def table(schema: pa.Schema, rows: Iterable[Mapping[str, Any]]) -> pa.Table:

@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 DAG_ID = "dialinsight_nightly"
+CHECK_DAG_ID = "dialinsight_snapshot_check"  # scheduled on the snapshot asset that publish emits
 
 
 def home() -> Path:
@@ -233,27 +234,28 @@ def stop(quiet: bool = False, grace: float = 30) -> None:
         print(f"stopped {len(groups)} component group(s)" if groups else "nothing was running")
 
 
-def wait_for_dag(port: int, token: str, timeout: float = 120) -> None:
+def wait_for_dag(port: int, token: str, timeout: float = 120, dag_id: str = DAG_ID) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            api(port, "GET", f"/api/v2/dags/{DAG_ID}", token=token)
+            api(port, "GET", f"/api/v2/dags/{dag_id}", token=token)
             return
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise
         errors = api(port, "GET", "/api/v2/importErrors", token=token)
-        mtime = (ROOT / "dags" / f"{DAG_ID}.py").stat().st_mtime
-        ours = [e for e in errors.get("import_errors", []) if DAG_ID in e.get("filename", "")
+        mtime = (ROOT / "dags" / f"{dag_id}.py").stat().st_mtime
+        ours = [e for e in errors.get("import_errors", []) if dag_id in e.get("filename", "")
                 and datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() > mtime]
         if ours:
-            raise SystemExit(f"{DAG_ID} failed to import:\n{ours[0]['stack_trace']}")
+            raise SystemExit(f"{dag_id} failed to import:\n{ours[0]['stack_trace']}")
         time.sleep(2)
     errors = api(port, "GET", "/api/v2/importErrors", token=token)
-    raise SystemExit(f"{DAG_ID} not parsed after {timeout:.0f}s; import errors: {json.dumps(errors)[:2000]}")
+    raise SystemExit(f"{dag_id} not parsed after {timeout:.0f}s; import errors: {json.dumps(errors)[:2000]}")
 
 
 def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
+    api(port, "PATCH", f"/api/v2/dags/{CHECK_DAG_ID}", {"is_paused": False}, token=token)  # runs on each snapshot
     api(port, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=token)
     run = api(port, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}, token=token)
     return run["dag_run_id"]
@@ -302,9 +304,28 @@ def summary(port: int, run: dict[str, Any]) -> None:
     print(f"rejected       : {c['rejected']}")
     print(f"quarantined    : {c['quarantined']}  {c['quarantined_by_stage']}")
     print(f"snapshot       : {result['snapshot_uri']}")
+    print(f"dataset card   : {result['snapshot_uri']}/README.md   (datasets.load_dataset(<snapshot folder>))")
+    print(f"exports        : {result['snapshot_uri']}/exports/openai/train.jsonl (+ sharegpt, alpaca)")
+    check = wait_check(port, token, run["start_date"])
+    print(f"asset event    : dialinsight_snapshot -> {CHECK_DAG_ID} run {check}")
     print(f"latest.json    : {latest['snapshot_id']}")
     print(f"UI             : http://127.0.0.1:{port}/dags/{DAG_ID}  (login: admin / {password()})")
     print("stop with      : make stop")
+
+
+def wait_check(port: int, token: str, after: str, timeout: float = 180) -> str:
+    """The snapshot check run the publish's asset event started: '<run id>: <state>'."""
+    deadline = time.monotonic() + timeout
+    found = "not started"
+    while time.monotonic() < deadline:
+        runs = api(port, "GET", f"/api/v2/dags/{CHECK_DAG_ID}/dagRuns?order_by=-run_after&limit=5", token=token)
+        mine = [r for r in runs.get("dag_runs", []) if (r.get("run_after") or "") >= after[:19]]
+        if mine:
+            found = f"{mine[0]['dag_run_id']}: {mine[0]['state']}"
+            if mine[0]["state"] in ("success", "failed"):
+                return found
+        time.sleep(3)
+    return found
 
 
 def demo(max_dialogues: int, timeout: float) -> None:
@@ -312,6 +333,7 @@ def demo(max_dialogues: int, timeout: float) -> None:
     port = st["port"]
     token = login(port)
     wait_for_dag(port, token)
+    wait_for_dag(port, token, dag_id=CHECK_DAG_ID)
     run_id = trigger(port, token, {"max_dialogues": max_dialogues})
     print(f"triggered {DAG_ID} run {run_id} (max_dialogues={max_dialogues}); UI: {st['url']}")
     time.sleep(3)  # let the scheduler create the nightly slot that unpausing may have started

@@ -32,6 +32,7 @@ import pyarrow as pa
 from dialinsight_core import schemas
 from dialinsight_core.config import EngineSettings, Settings
 from dialinsight_core.contracts import CacheStats, LabelStats
+from dialinsight_core.inference.fingerprint import model_fingerprint
 from dialinsight_core.llm import (
     Engine,
     LabelRequest,
@@ -240,6 +241,7 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
                                  cfg.checkpoint_every, cfg.order)
     results = cached_engine.generate(requests)
     sp_hash = sampling_params_hash(settings.engine)
+    fingerprint = model_fingerprint(settings)
     labels: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
     for row, res in zip(rows, results, strict=True):
@@ -260,6 +262,7 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
             "finish_reason": res.finish_reason,
             "latency_s": res.latency_s,
             "cache_hit": res.cache_hit,
+            "model_fingerprint": fingerprint,
         })
     fresh_ok = [r for r in results if not r.cache_hit and not r.error_code]
     cache_stats = cached_engine.stats

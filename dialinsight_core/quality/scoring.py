@@ -144,9 +144,11 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
         r.pop("_margin")
         v = verdicts.get(r["prompt_id"])
         layers = ["rules", "grounding"]
-        r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None)
+        r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None,
+                 judge_model=None)
         if v is not None:
-            r.update(judge_status=v.status, judge_rationale=v.rationale, judge_tokens=v.tokens)
+            r.update(judge_status=v.status, judge_rationale=v.rationale, judge_tokens=v.tokens,
+                     judge_model=engine_desc.get("model"))
             if v.scores:
                 dims.update(v.scores)
                 layers.append("judge")

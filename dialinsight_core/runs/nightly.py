@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import pyarrow as pa
 
 from dialinsight_core import publishing, schemas
+from dialinsight_core.config import RULE_DIMENSIONS
 from dialinsight_core.contracts import (
     Baseline,
     GateKeys,
@@ -34,12 +35,15 @@ from dialinsight_core.contracts import (
     ShardRef,
 )
 from dialinsight_core.inference import CachedEngine, LazyEngine, label_prompts, make_engine
+from dialinsight_core.inference.fingerprint import model_fingerprint
 from dialinsight_core.ingest import ingest
 from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
-from dialinsight_core.llm import Engine
+from dialinsight_core.llm import Engine, model_name, sampling_dict
 from dialinsight_core.prompts import build_prompts, shard_prompts
+from dialinsight_core.publishing import examples
+from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import apply_gates, remove_docs
 from dialinsight_core.quality.scoring import score_labels
 from dialinsight_core.runs.context import RunContext, code_version
@@ -183,18 +187,27 @@ def _collect_quarantine(ctx: RunContext, keys: list[str]) -> pa.Table:
 
 def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
                 score_out: ScoreOut, gate_out: GateOut) -> PublishOut:
-    """The snapshot of this run: accepted rows with lineage, rejected and quarantined beside them."""
-    store = ctx.store
-    accepted = store.read_table(gate_out["keys"]["accepted"], schemas.SCORED)
-    rejected = store.read_table(gate_out["keys"]["rejected"], schemas.REJECTED)
+    """The snapshot of this run: complete training examples with lineage, rejected and quarantined
+    beside them, exports, the dataset card."""
+    store, settings = ctx.store, ctx.settings
+    prompts = store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS)
+    instructions = store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
+    dialogues = store.read_table(ingest_out["keys"]["dialogues"], schemas.DIALOGUES)
     quarantined = _collect_quarantine(ctx, [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
                                             *(o["keys"]["quarantined"] for o in label_outs)])
     lineage = {
         "snapshot_id": ctx.paths.snapshot_id,
-        "gate_suite_version": ctx.settings.gates.suite_version,
-        "config_hash": ctx.settings.config_hash(),
+        "gate_suite_version": settings.gates.suite_version,
+        "config_hash": settings.config_hash(),
         "code_version": code_version(),
     }
+    sampling = sampling_dict(settings.engine)
+
+    def complete(key: str, schema: pa.Schema, src: pa.Schema) -> pa.Table:
+        return examples.complete(store.read_table(key, src), prompts, instructions, dialogues, sampling, lineage, schema)
+
+    accepted = complete(gate_out["keys"]["accepted"], schemas.PUBLISHED, schemas.SCORED)
+    rejected = complete(gate_out["keys"]["rejected"], schemas.PUBLISHED_REJECTED, schemas.REJECTED)
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         "prompts": prompts_out["stats"]["prompts"],
@@ -208,19 +221,67 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         },
     }
     gx = gate_out["gx"]
-    return publishing.publish(store, publishing.Snapshot(
+    judge = score_out["stats"]["judge"]
+    fingerprints = sorted({f for t in (accepted, rejected) for f in t.column("model_fingerprint").to_pylist() if f})
+    audit = score_out["stats"]["audit"]
+    limitations = []
+    if audit.get("agreement") is not None and audit["agreement"] < 0.7:
+        limitations.append(f"On the audit sample the LLM judge agreed with the cheap quality layers only "
+                           f"{audit['agreement']:.0%} of the time ({audit['judged_ok']} records): treat its scores with care.")
+    event = snapshot_event(ctx, store.url(ctx.paths.snapshot), counts, gate_out)
+    summary = summary_markdown(event)
+    out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
         lineage=lineage, accepted=accepted, rejected=rejected, quarantined=quarantined,
         index=store.read_table(ingest_out["keys"]["index"], schemas.DIALOGUE_INDEX),
         ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,
+        exports=settings.publishing.exports, mixin=read_mixin(settings.publishing.exports, settings), seed=settings.seed,
+        card_settings=settings.publishing.card,
+        card={"sources": list(ctx.params.get("sources") or [s.name for s in settings.sources]),
+              "model": model_name(settings.engine), "engine": settings.engine.kind,
+              "model_fingerprint": ", ".join(fingerprints) or model_fingerprint(settings),
+              "sampling_params": json.dumps(sampling, sort_keys=True), "judge_model": judge.get("model"),
+              "judge": judge, "rule_dims": list(RULE_DIMENSIONS), "thresholds": dict(settings.quality.thresholds),
+              "suite_version": settings.gates.suite_version, "limitations": limitations},
         manifest={
             "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
                        "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
-            "engine": {"kind": ctx.settings.engine.kind, "model": ctx.settings.engine.model},
-            "gx": {**gx, "suite_version": ctx.settings.gates.suite_version,
+            "engine": {"kind": settings.engine.kind, "model": settings.engine.model,
+                       "model_fingerprint": fingerprints or [model_fingerprint(settings)], "sampling": sampling},
+            "judge": {"model": judge.get("model"), "engine": judge.get("engine")},
+            "gx": {**gx, "suite_version": settings.gates.suite_version,
                    "results": {name: f"gx/{name}.json" for name in gx["suites"]}},
             "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
+            "summary_md": summary,
         }))
+    return {**out, "asset_extra": {**event, "already_published": bool(out.get("already_published"))},
+            "summary_md": summary}
+
+
+def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: GateOut) -> dict[str, Any]:
+    """The extra of the snapshot's Airflow asset event: where it is and what it holds, so a user (or a
+    downstream DAG) goes from the run to its snapshot in one step."""
+    judged = counts["accepted"] + counts["rejected"]
+    return {
+        "snapshot_id": ctx.paths.snapshot_id, "uri": uri, "ds": ctx.ds, "run_id": ctx.run_id,
+        "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md",
+        "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined")},
+        "accept_rate": round(counts["accepted"] / judged, 4) if judged else 0.0,
+        "suites": {name: {"version": v.get("version"), "hash": v.get("hash")} for name, v in gate_out["gx"]["suites"].items()},
+    }
+
+
+def summary_markdown(event: dict[str, Any]) -> str:
+    """Headline figures of a published snapshot: the task log's and the manifest's short summary."""
+    c = event["counts"]
+    return "\n".join([
+        f"### dialinsight snapshot `{event['snapshot_id']}` (run `{event['run_id']}`)",
+        f"- **{c['accepted']} accepted**, {c['rejected']} rejected, {c['quarantined']} quarantined "
+        f"of {c['prompts']} prompts from {c['dialogues_read']} dialogue records (accept rate {event['accept_rate']:.1%})",
+        f"- snapshot: {event['uri']}",
+        f"- dataset card: {event['card']}",
+        f"- manifest: {event['manifest']}",
+    ])
 
 
 def check_conservation(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],

@@ -105,3 +105,15 @@ def test_instructions_dag_policy(dagbag):
     assert [o.name for o in outlets] == ["dialinsight_library"]
     assert dag.get_task("finalise").upstream_task_ids == {"review", "export_for_review"}
     dag.params.validate()  # the trigger form accepts its own defaults
+
+
+def test_snapshot_asset_links_publish_to_the_check_dag(dagbag):
+    """publish emits the snapshot asset; the check DAG is scheduled on it and on nothing else."""
+    nightly = dagbag.dags["dialinsight_nightly"]
+    assert [o.name for o in nightly.get_task("publish").outlets] == ["dialinsight_snapshot"]
+    assert all(not t.outlets for t in nightly.tasks if t.task_id != "publish")
+    check = dagbag.dags["dialinsight_snapshot_check"]
+    assert check.catchup is False and check.doc_md and "dialinsight_snapshot" in check.doc_md
+    assert [a.name for a in check.timetable.asset_condition.objects] == ["dialinsight_snapshot"]
+    for t in check.tasks:
+        assert t.retries >= 1 and t.on_failure_callback and t.execution_timeout is not None

@@ -44,6 +44,20 @@ def _get(s3, bucket, key) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _snapshot_events(run_id: str) -> list[dict]:
+    """Extras of the ``dialinsight_snapshot`` asset events a run emitted (from the metadata DB)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(AssetEvent.extra, AssetEvent.source_task_id).join(
+            AssetModel, AssetModel.id == AssetEvent.asset_id).where(
+            AssetModel.name == "dialinsight_snapshot", AssetEvent.source_run_id == run_id)).all()
+    assert all(task == "publish" for _, task in rows)
+    return [extra for extra, _ in rows]
+
+
 @pytest.mark.timeout(600)
 def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     import json
@@ -75,6 +89,20 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
                                                 "gx/data_docs/index.html", "quarantined/part-00000.parquet")} <= keys
     assert manifest["quality_cost"]["layers"]["rules"] == c["accepted"] + c["rejected"]
     assert manifest["quality_cost"]["judge"]["judged"] <= 0.3 * (c["accepted"] + c["rejected"])
+    # a user's snapshot on S3 too: card, exports, complete rows
+    assert {f"dialinsight/{snap}/{k}" for k in ("README.md", "exports/openai/train.jsonl", "exports/sharegpt/train.jsonl",
+                                                "exports/alpaca/train.jsonl")} <= keys
+    assert _get(s3, bucket, f"dialinsight/{snap}/README.md").decode().startswith("---\n")
+    openai_rows = _get(s3, bucket, f"dialinsight/{snap}/exports/openai/train.jsonl").decode().splitlines()
+    assert len(openai_rows) == c["accepted"]
+    assert all(len(m) == 3 and m[-1]["role"] == "assistant" for m in data.messages)
+    # the asset event: emitted by publish, with where the snapshot is and what it holds
+    (event,) = _snapshot_events(run.run_id)
+    assert event["uri"] == manifest["uri"] and event["snapshot_id"] == manifest["snapshot_id"]
+    assert event["counts"]["accepted"] == c["accepted"] and event["run_id"] == run.run_id
+    assert event["accept_rate"] == round(c["accepted"] / (c["accepted"] + c["rejected"]), 4)
+    assert set(event["suites"]) == {"row_gate", "batch_gate", "batch_accepted_gate"}
+    assert manifest["summary_md"].startswith("### dialinsight snapshot") and manifest["uri"] in manifest["summary_md"]
 
 
 @pytest.mark.timeout(600)
@@ -92,6 +120,7 @@ def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db
     assert tis["gate"].try_number == 1
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="dialinsight/snapshots/")
     assert listed.get("KeyCount", 0) == 0  # no snapshot, no latest.json
+    assert _snapshot_events(run.run_id) == []  # and no asset event: downstream DAGs do not run
     evidence = s3.list_objects_v2(Bucket=bucket, Prefix="dialinsight/work/ds=2026-11-25/")["Contents"]
     keys = {o["Key"].split("/gate/gx/", 1)[-1].split("/", 1)[1] for o in evidence if "/gate/gx/" in o["Key"]}
     assert {"batch_gate.json", "summary.json", "data_docs/index.html"} <= keys

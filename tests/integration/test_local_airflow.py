@@ -57,6 +57,9 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path):
                                capture_output=True, text=True, timeout=900)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert "run succeeded" in first.stdout and "accepted" in first.stdout and "login: admin /" in first.stdout
+        # publish's asset event scheduled the snapshot check DAG, which read the snapshot back
+        check_line = next(ln for ln in first.stdout.splitlines() if ln.startswith("asset event"))
+        assert "dialinsight_snapshot_check run" in check_line and check_line.endswith(": success"), check_line
         state = json.loads((home / "run" / "state.json").read_text())
         port = state["port"]
         assert _api(port, "/api/v2/monitor/health")["scheduler"]["status"] == "healthy"
@@ -69,6 +72,10 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path):
         runs = _api(port, "/api/v2/dags/dialinsight_nightly/dagRuns", token)["dag_runs"]
         manual = [r for r in runs if r["run_type"] == "manual"]
         assert len(manual) == 2 and all(r["state"] == "success" for r in manual)
+        checks = _api(port, "/api/v2/dags/dialinsight_snapshot_check/dagRuns", token)["dag_runs"]
+        assert checks and {r["run_type"] for r in checks} == {"asset_triggered"}
+        events = _api(port, "/api/v2/assets/events?source_dag_id=dialinsight_nightly", token)["asset_events"]
+        assert {e["source_task_id"] for e in events} == {"publish"} and all(e["extra"]["uri"] for e in events)
         latest = json.loads((tmp_path / "store" / "snapshots" / "latest.json").read_text())
         manifest = json.loads((tmp_path / "store" / latest["manifest"]).read_text())
         assert manifest["engine"]["kind"] == "vllm" and manifest["counts"]["dialogues_read"] == 2

@@ -46,7 +46,8 @@ def _batch(settings, behaviour="good", n=6):
         text, finish = answer(body, behaviour(p) if callable(behaviour) else behaviour)
         labels.append({"prompt_id": p["prompt_id"], "output_text": text, "output_json": parse_json(text), "model": "m",
                        "engine": "openai", "sampling_params_hash": "h", "prompt_tokens": 100, "completion_tokens": 50,
-                       "finish_reason": finish, "latency_s": 0.1, "cache_hit": False})
+                       "finish_reason": finish, "latency_s": 0.1, "cache_hit": False,
+                       "model_fingerprint": "sha256:test"})
     return schemas.table(schemas.LABELS, labels), prompts, res.turns, lib, out_schemas
 
 

@@ -1,0 +1,190 @@
+"""Publishing: the immutable, versioned snapshot and the ``latest`` pointer.
+
+A snapshot is ``snapshots/ds=<ds>/run=<run>/`` with ``data/`` (complete training examples:
+``examples``), ``rejected/`` and ``quarantined/`` Parquet, ``exports/`` in fine-tuning formats
+(``exports``), a dataset card ``README.md`` that ``datasets.load_dataset`` reads (``card``), the
+dialogue index later runs deduplicate against, the GX evidence and a manifest. The manifest is the
+commit marker: written last and write-once, so a reader never sees a snapshot without it, and
+``latest.json`` moves only after it (gates have passed to get here). A publish that died before
+its manifest is redone; one that finished is recognised and not redone. docs/dataset.md,
+docs/architecture.md ("Object-store layout").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from dialinsight_core import schemas
+from dialinsight_core.config import CardSettings, ExportSettings
+from dialinsight_core.contracts import Baseline, ExportManifest, PublishOut
+from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
+from dialinsight_core.publishing.exports import Example, write_exports
+from dialinsight_core.storage import LATEST_KEY, ObjectStore
+
+STAGE = "publish"
+
+
+@dataclass
+class Snapshot:
+    """Everything one snapshot is made of; ``publish`` writes it."""
+
+    prefix: str  # RunPaths.snapshot
+    snapshot_id: str
+    ds: str
+    run_id: str
+    params: dict[str, Any]
+    lineage: dict[str, str]  # also columns of every published row
+    accepted: pa.Table  # PUBLISHED rows (examples.complete)
+    rejected: pa.Table  # PUBLISHED_REJECTED rows
+    quarantined: pa.Table
+    index: pa.Table  # DIALOGUE_INDEX rows of the dialogues this run kept
+    ingest_stats: dict[str, Any]
+    gx_prefix: str  # where the gate wrote this attempt's evidence; copied under gx/
+    counts: dict[str, Any]  # the manifest's counts (records in, accepted, rejected, quarantined by stage)
+    exports: ExportSettings
+    mixin: list[Example]  # general instruction rows available to the exports' mix-in
+    seed: int
+    card: dict[str, Any]  # the card's context besides counts (models, sources, thresholds, limitations)
+    card_settings: CardSettings
+    manifest: dict[str, Any] = field(default_factory=dict)  # further manifest sections (stages, engine, gx, ...)
+
+
+def read_latest(store: ObjectStore) -> Baseline | None:
+    """The previous published snapshot, from ``latest.json`` and its manifest (None before the first)."""
+    if not store.exists(LATEST_KEY):
+        return None
+    latest = store.read_json(LATEST_KEY)
+    manifest = store.read_json(latest["manifest"])
+    return Baseline(latest["snapshot_id"], int(manifest["counts"]["accepted"]),
+                    int(manifest["counts"].get("dialogues_read") or 0), manifest.get("params") or {})
+
+
+def published_index(store: ObjectStore, exclude_ds: str) -> pa.Table:
+    """Dialogue index of every committed snapshot of an *earlier or later* logical date.
+
+    Snapshots of ``exclude_ds`` (the run's own date) are left out, so a rerun of the same date
+    rebuilds the same result (idempotency) instead of finding its own dialogues as duplicates.
+    """
+    own = f"snapshots/ds={exclude_ds}/"
+    tables = []
+    for key in store.list("snapshots/"):
+        if key.endswith("/dialogues/index.parquet") and not key.startswith(own):
+            snap = key.removesuffix("/dialogues/index.parquet")
+            if store.exists(f"{snap}/manifest.json"):  # committed snapshots only
+                tables.append(store.read_table(key, schemas.DIALOGUE_INDEX))
+    return pa.concat_tables(tables) if tables else schemas.table(schemas.DIALOGUE_INDEX, [])
+
+
+def ids_digest(accepted: pa.Table) -> str:
+    """The snapshot's identity by content: a hash of its sorted record ids."""
+    ids = sorted(accepted.column("prompt_id").to_pylist())
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
+    """Write the immutable snapshot, then move ``latest.json``."""
+    accepted = snap.accepted.sort_by("prompt_id")
+    n = accepted.num_rows
+    manifest_key = f"{snap.prefix}/manifest.json"
+    if store.exists(manifest_key):  # the manifest is the commit marker of a snapshot
+        existing = store.read_json(manifest_key)
+        if existing.get("record_ids_sha256") == ids_digest(accepted):
+            return {"snapshot_uri": existing["uri"], "counts": existing["counts"], "already_published": True}
+        raise FileExistsError(f"snapshot {store.url(snap.prefix)} is already published with other records (immutable)")
+    # data files may exist from a publish that died before its manifest: rewrite them
+    store.write_table(f"{snap.prefix}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
+    store.write_table(f"{snap.prefix}/rejected/part-00000.parquet",
+                      snap.rejected.sort_by("prompt_id").cast(schemas.PUBLISHED_REJECTED))
+    store.write_table(f"{snap.prefix}/quarantined/part-00000.parquet", snap.quarantined.sort_by("record_id"))
+    index = snap.index  # what later runs dedup against
+    index = index.set_column(index.schema.get_field_index("snapshot_id"), "snapshot_id",
+                             pa.array([snap.snapshot_id] * index.num_rows, type=pa.string()))
+    store.write_table(f"{snap.prefix}/dialogues/index.parquet", index)
+    store.write_json(f"{snap.prefix}/ingest_stats.json", snap.ingest_stats)
+    for key in store.list(snap.gx_prefix + "/"):
+        store.write_bytes(f"{snap.prefix}/gx/{key[len(snap.gx_prefix) + 1:]}", store.read_bytes(key))
+    exported = write_exports(store, snap.prefix, accepted, snap.exports, snap.mixin, snap.seed)
+    library_version = sorted(set(accepted.column("library_version").to_pylist())) if n else []
+    store.write_bytes(f"{snap.prefix}/README.md", dataset_card(store.url(snap.prefix), snap, accepted,
+                                                               exported, library_version).encode())
+    manifest = {
+        **snap.lineage,
+        "record_ids_sha256": ids_digest(accepted),
+        "ds": snap.ds,
+        "run_id": snap.run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "uri": store.url(snap.prefix),
+        "params": snap.params,
+        "counts": snap.counts,
+        **snap.manifest,
+        "library_version": library_version,
+        "exports": exported,
+        "files": {"data": ["data/part-00000.parquet"], "rejected": ["rejected/part-00000.parquet"],
+                  "quarantined": ["quarantined/part-00000.parquet"], "dialogue_index": "dialogues/index.parquet",
+                  "ingest_stats": "ingest_stats.json", "card": "README.md", "exports": exported["files"]},
+    }
+    store.write_json(manifest_key, manifest, overwrite=False)
+    previous = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else None
+    store.write_json(LATEST_KEY, {"snapshot_id": snap.snapshot_id, "uri": store.url(snap.prefix),
+                                  "manifest": manifest_key, "ds": snap.ds,
+                                  "previous": previous.get("snapshot_id") if previous else None})
+    return {"snapshot_uri": store.url(snap.prefix), "counts": snap.counts}
+
+
+def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, exported: ExportManifest,
+                 library_version: list[str]) -> str:
+    """The snapshot's ``README.md``: Hugging Face front matter (configs for ``load_dataset``) + the card."""
+    langs = sorted({lang for lang in accepted.column("lang").to_pylist() if lang in LANG_NAMES}) if accepted.num_rows \
+        else []
+    meta = front_matter(languages=langs, n_rows=accepted.num_rows, license_id=snap.card_settings.license,
+                        pretty_name=snap.card_settings.pretty_name,
+                        data_files={"default": [{"split": "train", "path": "data/*.parquet"}],
+                                    "rejected": [{"split": "train", "path": "rejected/*.parquet"}]})
+    reasons = Counter(code for codes in snap.rejected.column("reason_code").to_pylist() for code in (codes or "").split(",")
+                      if code)
+    return render_card(meta, {
+        **snap.card, "pretty_name": snap.card_settings.pretty_name, "snapshot_id": snap.snapshot_id, "uri": uri,
+        "local_path": uri.removeprefix("file://") if uri.startswith("file://") else None,
+        "counts": snap.counts, "exports": exported, "library_version": library_version,
+        "by_family": dict(Counter(accepted.column("task_family").to_pylist()).most_common()),
+        "by_lang": dict(Counter(accepted.column("lang").to_pylist()).most_common()),
+        "reject_reasons": reasons.most_common(5),
+        "limitations": [*snap.card_settings.limitations, *snap.card.get("limitations", [])],
+    })
+
+
+def verify(store: ObjectStore, prefix: str) -> dict[str, Any]:
+    """Read a published snapshot back as its users will and check it against its manifest: row counts
+    and the record-id digest of ``data/``, ``rejected/`` rows, every export file's line count, and the
+    card's ``configs``. Returns what was checked; ``problems`` lists every mismatch."""
+    manifest = store.read_json(f"{prefix}/manifest.json")
+    problems: list[str] = []
+    counts = manifest["counts"]
+    data = pa.concat_tables([store.read_table(f"{prefix}/{k}") for k in manifest["files"]["data"]])
+    rejected = pa.concat_tables([store.read_table(f"{prefix}/{k}") for k in manifest["files"]["rejected"]])
+    if data.num_rows != counts["accepted"]:
+        problems.append(f"data/ has {data.num_rows} rows, the manifest says {counts['accepted']} accepted")
+    if ids_digest(data) != manifest["record_ids_sha256"]:
+        problems.append("data/ record ids do not match the manifest's record_ids_sha256")
+    if rejected.num_rows != counts["rejected"]:
+        problems.append(f"rejected/ has {rejected.num_rows} rows, the manifest says {counts['rejected']}")
+    exports = manifest.get("exports") or {}
+    lines: dict[str, dict[str, int]] = {}
+    for fmt, splits in (exports.get("files") or {}).items():
+        for split, key in splits.items():
+            n = sum(1 for line in store.read_bytes(f"{prefix}/{key}").splitlines() if line.strip())
+            lines.setdefault(fmt, {})[split] = n
+            want = sum(exports["counts"][split].values())
+            if n != want:
+                problems.append(f"{key} has {n} lines, the manifest says {want}")
+    card = store.read_bytes(f"{prefix}/README.md").decode()
+    if not card.startswith("---\n") or "configs:" not in card.split("---\n")[1]:
+        problems.append("README.md has no dataset-card front matter with configs")
+    return {"snapshot_id": manifest["snapshot_id"], "uri": manifest["uri"], "accepted": data.num_rows,
+            "rejected": rejected.num_rows, "export_lines": lines, "problems": problems}

@@ -1,0 +1,47 @@
+"""Complete rows: every published (and rejected) row is a training example on its own.
+
+The scored record knows its answer and scores; the prompt, the instruction and the dialogue it
+came from live in other tables. Publishing joins them once, so a user needs no join and no code of
+ours: ``messages`` is the chat exactly as sent to the labeling model plus the answer as the last
+(assistant) message, next to the instruction text, its chain (parent, operator, round, origin),
+the source file and the sampling parameters (docs/dataset.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from dialinsight_core import schemas
+
+
+def complete(records: pa.Table, prompts: pa.Table, instructions: pa.Table, dialogues: pa.Table,
+             sampling_params: dict[str, Any], lineage: dict[str, str], schema: pa.Schema) -> pa.Table:
+    """``records`` (SCORED, or REJECTED with reasons) -> ``schema`` (PUBLISHED or PUBLISHED_REJECTED)."""
+    messages_by = dict(zip(prompts.column("prompt_id").to_pylist(), prompts.column("messages").to_pylist(), strict=True))
+    instr_by = {r["instruction_id"]: r for r in
+                instructions.select(["instruction_id", "text", "parent_id", "operator", "round", "origin"]).to_pylist()}
+    dlg_by = {r["dialogue_id"]: r for r in dialogues.select(["dialogue_id", "source", "source_file"]).to_pylist()}
+    params = json.dumps(sampling_params, sort_keys=True)
+    rows = []
+    for r in records.to_pylist():
+        instr = instr_by.get(r["instruction_id"], {})
+        dlg = dlg_by.get(r["dialogue_id"], {})
+        sent = json.loads(messages_by[r["prompt_id"]])
+        r.update(
+            messages=[{"role": m["role"], "content": m["content"]} for m in sent]
+            + [{"role": "assistant", "content": r["output_text"] or ""}],
+            instruction_text=instr.get("text"),
+            instruction_parent_id=instr.get("parent_id"),
+            instruction_operator=instr.get("operator"),
+            instruction_round=instr.get("round"),
+            instruction_origin=instr.get("origin"),
+            source=dlg.get("source"),
+            source_file=dlg.get("source_file"),
+            sampling_params=params,
+            **lineage,
+        )
+        rows.append(r)
+    return schemas.table(schema, rows).sort_by("prompt_id")

@@ -25,6 +25,7 @@ from dialinsight_core.config import CardSettings, ExportSettings
 from dialinsight_core.contracts import Baseline, ExportManifest, PublishOut
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, write_exports
+from dialinsight_core.publishing.report import Previous, build_report
 from dialinsight_core.storage import LATEST_KEY, ObjectStore
 
 STAGE = "publish"
@@ -52,6 +53,7 @@ class Snapshot:
     seed: int
     card: dict[str, Any]  # the card's context besides counts (models, sources, thresholds, limitations)
     card_settings: CardSettings
+    report: dict[str, Any]  # the report's inputs besides the tables: families, prompt_mix, score_stats, label_stats
     manifest: dict[str, Any] = field(default_factory=dict)  # further manifest sections (stages, engine, gx, ...)
 
 
@@ -110,6 +112,10 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
     for key in store.list(snap.gx_prefix + "/"):
         store.write_bytes(f"{snap.prefix}/gx/{key[len(snap.gx_prefix) + 1:]}", store.read_bytes(key))
     exported = write_exports(store, snap.prefix, accepted, snap.exports, snap.mixin, snap.seed)
+    page, report_data = build_report(snapshot_id=snap.snapshot_id, uri=store.url(snap.prefix), accepted=accepted,
+                                     rejected=snap.rejected, counts=snap.counts, previous=previous_snapshot(store, snap),
+                                     summary_md=snap.manifest.get("summary_md", ""), **snap.report)
+    store.write_bytes(f"{snap.prefix}/report.html", page.encode())
     library_version = sorted(set(accepted.column("library_version").to_pylist())) if n else []
     store.write_bytes(f"{snap.prefix}/README.md", dataset_card(store.url(snap.prefix), snap, accepted,
                                                                exported, library_version).encode())
@@ -125,9 +131,11 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
         **snap.manifest,
         "library_version": library_version,
         "exports": exported,
+        "report": report_data,
         "files": {"data": ["data/part-00000.parquet"], "rejected": ["rejected/part-00000.parquet"],
                   "quarantined": ["quarantined/part-00000.parquet"], "dialogue_index": "dialogues/index.parquet",
-                  "ingest_stats": "ingest_stats.json", "card": "README.md", "exports": exported["files"]},
+                  "ingest_stats": "ingest_stats.json", "card": "README.md", "report": "report.html",
+                  "exports": exported["files"]},
     }
     store.write_json(manifest_key, manifest, overwrite=False)
     previous = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else None
@@ -135,6 +143,20 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
                                   "manifest": manifest_key, "ds": snap.ds,
                                   "previous": previous.get("snapshot_id") if previous else None})
     return {"snapshot_uri": store.url(snap.prefix), "counts": snap.counts}
+
+
+def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:
+    """The snapshot ``latest.json`` points at before this one moves it (None for the first)."""
+    if not store.exists(LATEST_KEY):
+        return None
+    latest = store.read_json(LATEST_KEY)
+    if latest["snapshot_id"] == snap.snapshot_id:
+        return None
+    manifest = store.read_json(latest["manifest"])
+    base = latest["manifest"].rsplit("/", 1)[0]
+    cols = ["prompt_id", "task_family", "output_text", "overall_score"]
+    tables = [store.read_table(f"{base}/{k}").select(cols) for k in manifest["files"]["data"]]
+    return Previous(latest["snapshot_id"], pa.concat_tables(tables))
 
 
 def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, exported: ExportManifest,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -35,7 +36,9 @@ from dialinsight_core import schemas
 from dialinsight_core.config import Settings
 from dialinsight_core.contracts import Baseline, GateStats
 from dialinsight_core.quality import REASON_CODES
+from dialinsight_core.quality.data_docs import label_row_gate, make_offline
 
+log = logging.getLogger(__name__)
 STAGE = "gate"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 Expectation = tuple[str, str, dict[str, Any]]  # (reason_code, GX expectation class, kwargs)
@@ -289,6 +292,12 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
     }
     if stats["scored_in"] != stats["accepted"] + stats["rejected"]:
         raise AssertionError(f"gate lost records: {stats}")
+    if suites.docs_dir is not None:  # pages that read offline; the row gate's "Failed" says what it is
+        left = make_offline(suites.docs_dir)
+        if left:  # a GX upgrade added an asset: the pages still work online (tests/unit/test_gates.py catches it)
+            log.warning("Data Docs still load %d asset(s) from the network: %s", len(left), left)
+        if rejected_rows:
+            label_row_gate(suites.docs_dir, "row_gate", len(rejected_rows))
     return GateResult(accepted, schemas.table(schemas.REJECTED, rejected_rows), results, batch_success, failed, stats,
                       summary, suites.docs_dir)
 

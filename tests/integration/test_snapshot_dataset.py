@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -172,3 +173,40 @@ def test_datasets_pandas_and_duckdb_load_the_snapshot_folder(snapshot, tmp_path,
     assert len(pd.read_parquet(folder / "data")) == n_acc
     got = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/data/*.parquet')").fetchall()
     assert got == [(n_acc,)]
+
+
+def _no_external_reference(page: str) -> None:
+    """Nothing in the page fetches anything: no script, no stylesheet link, no remote src/href/url()."""
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page)
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", page)
+
+
+def test_report_is_offline_and_diffs_against_the_previous_snapshot(snapshot, fake_openai_module):
+    s, store, prefix, folder = snapshot
+    first_page = (folder / "report.html").read_text()
+    _no_external_reference(first_page)
+    assert first_page.count("<svg") >= 4 and "This is the first snapshot" in first_page
+    first = store.read_json(f"{prefix}/manifest.json")
+    assert first["report"]["diff"] is None and first["files"]["report"] == "report.html"
+    # the next night: 4 more dialogues, the same defects, and another good answer to a third of the prompts
+    srv = fake_openai_module(planted_mix({"repeat": 0.2, "copy": 0.1, "good_alt": 0.3}))
+    s2 = s.with_overrides({"engine.base_url": srv.base_url, "labeling.cache": False})
+    out = run_all(RunContext(s2, "2026-11-25", "manual__dataset2", {"max_dialogues": 34}))
+    prefix2 = out["snapshot_uri"].removeprefix(store.uri + "/")
+    second = store.read_json(f"{prefix2}/manifest.json")
+    d = second["report"]["diff"]
+    a = _table(store, f"{prefix}/data/part-00000.parquet").set_index("prompt_id")
+    b = _table(store, f"{prefix2}/data/part-00000.parquet").set_index("prompt_id")
+    common = a.index.intersection(b.index)
+    changed = [i for i in common if a.at[i, "output_text"] != b.at[i, "output_text"]
+               or round(a.at[i, "overall_score"], 6) != round(b.at[i, "overall_score"], 6)]
+    assert d["previous"] == first["snapshot_id"]
+    assert d["new"] == len(b.index.difference(a.index)) > 0
+    assert d["removed"] == len(a.index.difference(b.index))
+    assert d["changed"] == len(changed) > 0 and d["unchanged"] == len(common) - len(changed)
+    assert d["mix_now"] == {k: round(v, 4) for k, v in b.task_family.value_counts(normalize=True).items()}
+    page = store.read_bytes(f"{prefix2}/report.html").decode()
+    _no_external_reference(page)
+    assert f"Previous: <code>{first['snapshot_id']}</code>" in page and page.count("<svg") >= 5
+    assert second["summary_md"] in page.replace("&#x27;", "'").replace("&quot;", '"') or "### dialinsight snapshot" in page

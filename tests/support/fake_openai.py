@@ -19,7 +19,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = ("good", "repeat", "truncated", "malformed", "error500", "slow", "copy",
+BEHAVIOURS = ("good", "good_alt", "repeat", "truncated", "malformed", "error500", "slow", "copy",
               # transport faults: a 200 whose body is not JSON, 429 with Retry-After, 400 context length,
               # and "flaky_*": the fault on a request's first attempt only, then a good reply
               "bad_body", "error429", "context_too_long", "flaky500", "flaky_slow", "flaky_body",
@@ -159,6 +159,8 @@ def answer(body: dict[str, Any], behaviour: str) -> tuple[str, str]:
         lines = _dialogue_lines(user)
         copied = " ".join(lines)[:400] if lines else user[:400]
         return json.dumps(fill(schema, lambda s: copied), ensure_ascii=False), "stop"
+    if behaviour == "good_alt":  # another good answer to the same prompt (a model that changed overnight)
+        return json.dumps(fill(schema, lambda s: _good_text(user, s + "~alt", zh)), ensure_ascii=False), "stop"
     content = json.dumps(fill(schema, lambda s: _good_text(user, s, zh)), ensure_ascii=False)
     if behaviour == "truncated":
         return content[: len(content) // 2], "length"

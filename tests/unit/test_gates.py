@@ -160,3 +160,35 @@ def test_results_and_data_docs_are_produced(settings):
     finally:
         remove_docs(res)
     assert not res.data_docs_dir.exists()
+
+
+def test_data_docs_read_offline_and_the_row_gate_says_what_it_rejected(settings):
+    """Every page loads its CSS, scripts, fonts and images from the site itself; the row gate's
+    pages read "N rows rejected by these expectations", not "Failed", on a passing run."""
+    import re
+    from urllib.parse import urlsplit
+
+    rows = [_row(i) for i in range(10)]
+    rows[2] = _row(2, q_schema_valid=0.0)
+    rows[7] = _row(7, q_repetition=0.1)
+    res = apply_gates(schemas.table(schemas.SCORED, rows), settings)
+    try:
+        assert res.batch_success and res.stats["rejected"] == 2
+        site = res.data_docs_dir
+        pages = list(site.rglob("*.html"))
+        assert len(pages) >= 5  # index, expectation suites, validations
+        for page in pages:
+            text = page.read_text()
+            for tag, url in re.findall(r"""<(script|link|img)\b[^>]*?(?:src|href)=["']([^"']+)["']""", text):
+                assert not urlsplit(url).scheme and not url.startswith("//"), (page.name, tag, url)
+                assert (page.parent / urlsplit(url).path).resolve().is_file(), (page.name, url)
+        css = (site / "static/vendor/fontawesome/css/all.min.css").read_text()
+        for font in set(re.findall(r"url\(\.\./webfonts/([^)]+\.woff2)\)", css)):
+            assert (site / "static/vendor/fontawesome/webfonts" / font).is_file(), font
+        row_page = next((site / "validations" / "row_gate").rglob("*.html")).read_text()
+        assert "2 rows rejected by these expectations" in row_page and "</i> Failed" not in row_page
+        index = (site / "index.html").read_text()
+        assert "'_validation_success_text': '2 rows rejected by these expectations'" in index
+        assert index.count("'_validation_success_text': 'Failed'") == 0  # both batch suites passed
+    finally:
+        remove_docs(res)

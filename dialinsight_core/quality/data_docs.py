@@ -71,7 +71,7 @@ def make_offline(site: Path) -> list[str]:
                 text = text.replace(url, f"{up}static/vendor/{local}")
         text = _LOGO.sub(f"{up}static/images/logo-long.png", text)
         # GX's own relative links to static/ miss one level on the deepest pages (the favicon): fix the depth
-        text = _STATIC.sub(lambda m: f"{m.group(1)}{up}static/", text)
+        text = _STATIC.sub(rf"\g<1>{up}static/", text)
         page.write_text(text, encoding="utf-8")
         left += [m.group(1) for m in _FETCH.finditer(text) if _loads(text, m)]
     return sorted(set(left))

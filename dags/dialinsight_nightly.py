@@ -14,12 +14,18 @@ grounding checks on every record, an LLM judge only for records in doubt plus an
 also in the engine pool) → `gate` (Great Expectations row suite + batch suites: accept rate,
 dimension means, task mix, score collapse, row count vs the previous snapshot) → `publish`.
 
-**Outputs** (object store from `config/dialinsight.yaml`, `storage.uri`):
-`snapshots/ds=YYYY-MM-DD/run=<run_id>/{data,rejected,quarantined}/part-*.parquet`,
-`manifest.json` (counts, lineage, suite versions and outcome, quality cost), `gx/*.json` (GX results),
-`gx/data_docs/index.html` (GX Data Docs); `snapshots/latest.json` moves only when every gate passed.
-A failing batch gate fails `gate` with the failed expectations and publishes nothing; its
-evidence stays under `work/ds=.../run=.../gate/gx/`.
+**Outputs** (object store from `config/dialinsight.yaml`, `storage.uri`): a snapshot
+`snapshots/ds=YYYY-MM-DD/run=<run_id>/` with `data/` (complete chat examples with lineage),
+`rejected/` and `quarantined/` Parquet, `exports/` (OpenAI / ShareGPT / Alpaca JSONL),
+`README.md` (a dataset card `datasets.load_dataset` reads), `report.html` (the run report, offline),
+`manifest.json`, `gx/` (GX results and Data Docs). See docs/dataset.md. `snapshots/latest.json`
+moves only when every gate passed.
+
+**Where is my snapshot?** `publish` emits the `dialinsight_snapshot` asset event. Its extra holds
+the snapshot URI, the report, the card, the counts and the accept rate, and the task log starts
+with the same summary. `dialinsight_snapshot_check` runs on each event. A failing batch gate
+fails `gate` with the failed expectations and publishes nothing (no event); its evidence stays
+under `work/ds=.../run=.../gate/gx/`.
 
 **Params:** `max_dialogues` (0 = all), `sources` (empty = all configured), `engine`
 (`config`, `vllm` or `openai`), `engine_base_url` (for `openai`), `shards` (0 = config).

@@ -304,6 +304,7 @@ def summary(port: int, run: dict[str, Any]) -> None:
     print(f"rejected       : {c['rejected']}")
     print(f"quarantined    : {c['quarantined']}  {c['quarantined_by_stage']}")
     print(f"snapshot       : {result['snapshot_uri']}")
+    print(f"run report     : {result['snapshot_uri']}/report.html")
     print(f"dataset card   : {result['snapshot_uri']}/README.md   (datasets.load_dataset(<snapshot folder>))")
     print(f"exports        : {result['snapshot_uri']}/exports/openai/train.jsonl (+ sharegpt, alpaca)")
     check = wait_check(port, token, run["start_date"])

@@ -267,7 +267,7 @@ def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: 
     judged = counts["accepted"] + counts["rejected"]
     return {
         "snapshot_id": ctx.paths.snapshot_id, "uri": uri, "ds": ctx.ds, "run_id": ctx.run_id,
-        "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md",
+        "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md", "report": f"{uri}/report.html",
         "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined")},
         "accept_rate": round(counts["accepted"] / judged, 4) if judged else 0.0,
         "suites": {name: {"version": v.get("version"), "hash": v.get("hash")} for name, v in gate_out["gx"]["suites"].items()},
@@ -282,6 +282,7 @@ def summary_markdown(event: dict[str, Any]) -> str:
         f"- **{c['accepted']} accepted**, {c['rejected']} rejected, {c['quarantined']} quarantined "
         f"of {c['prompts']} prompts from {c['dialogues_read']} dialogue records (accept rate {event['accept_rate']:.1%})",
         f"- snapshot: {event['uri']}",
+        f"- run report: {event['report']}",
         f"- dataset card: {event['card']}",
         f"- manifest: {event['manifest']}",
     ])

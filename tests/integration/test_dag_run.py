@@ -90,8 +90,9 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     assert manifest["quality_cost"]["layers"]["rules"] == c["accepted"] + c["rejected"]
     assert manifest["quality_cost"]["judge"]["judged"] <= 0.3 * (c["accepted"] + c["rejected"])
     # a user's snapshot on S3 too: card, exports, complete rows
-    assert {f"dialinsight/{snap}/{k}" for k in ("README.md", "exports/openai/train.jsonl", "exports/sharegpt/train.jsonl",
-                                                "exports/alpaca/train.jsonl")} <= keys
+    assert {f"dialinsight/{snap}/{k}" for k in ("README.md", "report.html", "exports/openai/train.jsonl",
+                                                "exports/sharegpt/train.jsonl", "exports/alpaca/train.jsonl")} <= keys
+    assert "<svg" in _get(s3, bucket, f"dialinsight/{snap}/report.html").decode()
     assert _get(s3, bucket, f"dialinsight/{snap}/README.md").decode().startswith("---\n")
     openai_rows = _get(s3, bucket, f"dialinsight/{snap}/exports/openai/train.jsonl").decode().splitlines()
     assert len(openai_rows) == c["accepted"]
@@ -99,6 +100,7 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     # the asset event: emitted by publish, with where the snapshot is and what it holds
     (event,) = _snapshot_events(run.run_id)
     assert event["uri"] == manifest["uri"] and event["snapshot_id"] == manifest["snapshot_id"]
+    assert event["report"] == f"{manifest['uri']}/report.html" and event["card"] == f"{manifest['uri']}/README.md"
     assert event["counts"]["accepted"] == c["accepted"] and event["run_id"] == run.run_id
     assert event["accept_rate"] == round(c["accepted"] / (c["accepted"] + c["rejected"]), 4)
     assert set(event["suites"]) == {"row_gate", "batch_gate", "batch_accepted_gate"}

@@ -99,7 +99,12 @@ def _ctx() -> RunContext:
 def dialinsight_nightly() -> None:
     @task
     def ingest() -> IngestOut:
-        return _runs().run_ingest(_ctx())
+        """A source that gives nothing (missing, empty, another format) fails at once: a config error, no retries."""
+        runs = _runs()
+        try:
+            return runs.run_ingest(_ctx())
+        except runs.SourceError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def build_prompts(ingest_out: IngestOut) -> PromptsOut:

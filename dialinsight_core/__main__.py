@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 
 from dialinsight_core.config import ConfigError, load_settings
-from dialinsight_core.runs.nightly import BatchGateFailed, RunContext, run_all
+from dialinsight_core.runs.nightly import BatchGateFailed, RunContext, SourceError, run_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except BatchGateFailed as exc:
         print(exc, file=sys.stderr)
         return 3
+    except SourceError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     if args.summary:
         with open(args.summary, "w", encoding="utf-8") as fh:

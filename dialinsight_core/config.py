@@ -68,6 +68,8 @@ class SourceSettings(_Model):
     fields: dict[str, str] = Field(default_factory=dict)
     # text encoding of jsonl / csv exports (e.g. gb18030 for many Chinese CRM exports); text is UTF-8 after ingest
     encoding: str = "utf-8"
+    # a source that may hold nothing today; otherwise finding no file of its format stops the run at once
+    optional: bool = False
 
     @field_validator("encoding")
     @classmethod

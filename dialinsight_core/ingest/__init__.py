@@ -20,7 +20,14 @@ import pyarrow as pa
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
 from dialinsight_core.contracts import IngestStats
-from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, parse_jsonl_line, parse_star, read_source
+from dialinsight_core.ingest.adapters import (
+    InvalidDialogue,
+    RawDialogue,
+    SourceError,
+    parse_jsonl_line,
+    parse_star,
+    read_source,
+)
 from dialinsight_core.ingest.steps import (
     STAGE,
     Classify,
@@ -36,8 +43,8 @@ from dialinsight_core.ingest.steps import (
     validate,
 )
 
-__all__ = ["STAGE", "IngestResult", "InvalidDialogue", "RawDialogue", "classify_behaviour", "ingest", "parse_jsonl_line",
-           "parse_star", "read_source", "validate"]
+__all__ = ["STAGE", "IngestResult", "InvalidDialogue", "RawDialogue", "SourceError", "classify_behaviour", "ingest",
+           "parse_jsonl_line", "parse_star", "read_source", "validate"]
 
 
 @dataclass

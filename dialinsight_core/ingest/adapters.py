@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,11 @@ def _decode(data: bytes, encoding: str = "utf-8") -> str:
         raise InvalidDialogue("bad_encoding", f"not {encoding}: {exc}") from None
 
 
+class SourceError(ValueError):
+    """A source gives nothing to read (missing, empty, of another format): a configuration error,
+    raised at once with what was found and what to set, instead of an empty run."""
+
+
 def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDialogue:
     """One dialogue per JSON line: ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
     text = _decode(line, source.encoding)
@@ -102,6 +108,35 @@ def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDial
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidDialogue("unreadable_json", f"invalid JSON: {exc}") from None
+    return parse_dialogue_obj(doc, source, where)
+
+
+def json_export_items(data: bytes, source: SourceSettings) -> list[tuple[str, Any]]:
+    """The dialogues of a ``.json`` export: an array of dialogue objects, one dialogue object, an
+    object holding one list of them (``{"dialogues": [...]}``), or an object of id -> dialogue."""
+    text = _decode(data, source.encoding)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidDialogue("unreadable_json", f"invalid JSON: {exc}") from None
+    turns_key = _field(source, "turns", "turns")
+    if isinstance(doc, list):
+        return [(f"#{i}", x) for i, x in enumerate(doc)]
+    if isinstance(doc, dict) and turns_key in doc:
+        return [("", doc)]
+    if isinstance(doc, dict):
+        lists = [(k, v) for k, v in doc.items() if isinstance(v, list)]
+        if len(lists) == 1:
+            return [(f"#{lists[0][0]}[{i}]", x) for i, x in enumerate(lists[0][1])]
+        if doc and all(isinstance(v, dict) for v in doc.values()):
+            id_key = _field(source, "dialogue_id", "id")
+            return [(f"#{k}", {id_key: k, **v} if id_key not in v else v) for k, v in doc.items()]
+    raise InvalidDialogue("malformed_structure", f"a .json export must hold an array or an object of dialogues "
+                          f"(each with a {turns_key!r} list); got {type(doc).__name__}")
+
+
+def parse_dialogue_obj(doc: Any, source: SourceSettings, where: str) -> RawDialogue:
+    """One dialogue object ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
     if not isinstance(doc, dict):
         raise InvalidDialogue("malformed_structure", f"expected an object, got {type(doc).__name__}")
     did = doc.get(_field(source, "dialogue_id", "id"))
@@ -173,7 +208,7 @@ def _read_table(data: bytes, adapter: str, encoding: str = "utf-8") -> pa.Table:
 
 ADAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {  # adapter -> (folder prefix, file suffixes)
     "star": ("dialogues/", (".json",)),
-    "jsonl": ("", (".jsonl", ".ndjson")),
+    "jsonl": ("", (".jsonl", ".ndjson", ".json")),  # .json: an array (or an object) of dialogues
     "csv": ("", (".csv",)),
     "parquet": ("", (".parquet",)),
 }
@@ -185,20 +220,44 @@ def source_store(source: SourceSettings, settings: Settings) -> ObjectStore:
 
 
 def read_source(source: SourceSettings, settings: Settings) -> Iterator[tuple[str, RawDialogue | InvalidDialogue, bytes | None]]:
-    """Every dialogue record of a source, or the reason it cannot be one (one entry per record)."""
+    """Every dialogue record of a source, or the reason it cannot be one (one entry per record).
+
+    A source with no file of its adapter's format raises ``SourceError`` (unless ``optional``); an
+    empty file is one quarantined record (``empty_file``), never nothing."""
     store = source_store(source, settings)
     prefix, suffixes = ADAPTERS[source.adapter]
-    for key in [k for k in store.list(prefix) if k.endswith(suffixes)]:
+    listed = store.list(prefix)
+    keys = [k for k in listed if k.endswith(suffixes)]
+    if not keys and not source.optional:
+        raise SourceError(_nothing_to_read(source, store.url(prefix), listed, suffixes))
+    for key in keys:
         try:
             data = store.read_bytes(key)
         except OSError as exc:
             yield key, InvalidDialogue("unreadable_file", str(exc)), None
+            continue
+        if not data.strip():
+            yield key, InvalidDialogue("empty_file", f"{len(data)} bytes, no content"), None
             continue
         if source.adapter == "star":
             try:
                 yield key, _star_with_roles(data, key, source), data
             except InvalidDialogue as exc:
                 yield key, exc, data
+        elif source.adapter == "jsonl" and key.endswith(".json"):
+            try:
+                items = json_export_items(data, source)
+            except InvalidDialogue as exc:
+                yield key, exc, data
+                continue
+            if not items:
+                yield key, InvalidDialogue("empty_file", "the export holds no dialogue"), data
+            for suffix, item in items:
+                raw = json.dumps(item, ensure_ascii=False, default=str).encode()
+                try:
+                    yield f"{key}{suffix}", parse_dialogue_obj(item, source, key), raw
+                except InvalidDialogue as exc:
+                    yield f"{key}{suffix}", exc, raw
         elif source.adapter == "jsonl":
             for n, line in enumerate(data.splitlines(), start=1):
                 if not line.strip():
@@ -213,8 +272,24 @@ def read_source(source: SourceSettings, settings: Settings) -> Iterator[tuple[st
             except InvalidDialogue as exc:
                 yield key, exc, data
                 continue
+            if tbl.num_rows == 0:
+                yield key, InvalidDialogue("empty_file", f"no rows (columns {tbl.column_names})"), None
+                continue
             for rid, rec in parse_turn_table(tbl, source, key):
                 yield rid, rec, None
+
+
+def _nothing_to_read(source: SourceSettings, where: str, listed: list[str], suffixes: tuple[str, ...]) -> str:
+    others = Counter(("." + k.rsplit(".", 1)[-1]) if "." in k.rsplit("/", 1)[-1] else "(no suffix)" for k in listed)
+    found = (f"it holds {len(listed)} other file(s): "
+             + ", ".join(f"{n} {ext}" for ext, n in others.most_common(5))) if listed else "nothing is there"
+    hint = {".json": "`adapter: jsonl` reads .json exports (an array or an object of dialogues)",
+            ".csv": "`adapter: csv`", ".parquet": "`adapter: parquet`", ".jsonl": "`adapter: jsonl`"}
+    tips = [hint[ext] for ext in others if ext in hint and ext not in suffixes]
+    return (f"source {source.name!r} (adapter {source.adapter}) has no {'/'.join(suffixes)} file under {where}: {found}. "
+            + (f"Try {'; '.join(tips)}. " if tips else "")
+            + "Check `uri:` (and `adapter:`, `encoding:`, `fields:`, `roles:`), or set `optional: true` "
+              "for a source that may be empty.")
 
 
 def _star_with_roles(data: bytes, key: str, source: SourceSettings) -> RawDialogue:

@@ -62,9 +62,16 @@ class Record:
     behaviours: list[str] = field(default_factory=list)
 
     def head(self) -> dict[str, Any]:
-        """What a quarantine row of a record that never became a dialogue shows."""
-        snippet = self.data[:2000].decode("utf-8", "replace") if self.data else None
-        return {"source": self.source.name, "file": self.key, "head": snippet}
+        """What a quarantine row of a record that never became a dialogue shows: a pointer to the
+        bytes (source, file or line, size, sha256) and a *redacted* excerpt. Quarantine is published
+        beside the snapshot, so it must never hold personal data in clear."""
+        if not self.data:
+            return {"source": self.source.name, "file": self.key, "head": None, "bytes": 0, "sha256": None}
+        excerpt = self.data[:2000].decode(self.source.encoding, "replace")
+        redact = Redactor()
+        redact.learn_names([excerpt])
+        return {"source": self.source.name, "file": self.key, "head": redact(excerpt), "bytes": len(self.data),
+                "sha256": hashlib.sha256(self.data).hexdigest(), "head_redactions": redact.counts}
 
 
 class Quarantine:

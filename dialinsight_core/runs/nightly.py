@@ -36,7 +36,7 @@ from dialinsight_core.contracts import (
 )
 from dialinsight_core.inference import CachedEngine, LazyEngine, label_prompts, make_engine
 from dialinsight_core.inference.fingerprint import model_fingerprint
-from dialinsight_core.ingest import ingest
+from dialinsight_core.ingest import SourceError, ingest
 from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
@@ -48,8 +48,8 @@ from dialinsight_core.quality.gates import apply_gates, remove_docs
 from dialinsight_core.quality.scoring import score_labels
 from dialinsight_core.runs.context import RunContext, code_version
 
-__all__ = ["BatchGateFailed", "RunContext", "TooManyFailures", "check_conservation", "previous_baseline", "run_all",
-           "run_build_prompts", "run_gate", "run_ingest", "run_label_shard", "run_publish", "run_score"]
+__all__ = ["BatchGateFailed", "RunContext", "SourceError", "TooManyFailures", "check_conservation", "previous_baseline",
+           "run_all", "run_build_prompts", "run_gate", "run_ingest", "run_label_shard", "run_publish", "run_score"]
 
 
 class BatchGateFailed(RuntimeError):

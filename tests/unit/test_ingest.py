@@ -317,3 +317,103 @@ def test_gb18030_csv_export_with_configured_encoding(make_settings, tmp_path):
     res = ingest(make_settings(DIALINSIGHT__SOURCES=json.dumps([dict(src, encoding="gb18030")])))
     assert res.turns.column("text").to_pylist()[0] == "我想租两室一厅,预算4500元。"  # NFKC: full-width comma
     assert res.dialogues.column("lang").to_pylist() == ["zh"]
+
+
+def _src(d, adapter="jsonl", **kw) -> str:
+    return json.dumps([{"name": "crm", "adapter": adapter, "uri": str(d), **kw}])
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty_dir", "bin_only", "csv_for_jsonl"])
+def test_a_source_that_gives_nothing_is_a_clear_error_not_an_empty_run(make_settings, tmp_path, layout):
+    from dialinsight_core.ingest import SourceError
+
+    d = tmp_path / "exports"
+    if layout != "missing":
+        d.mkdir()
+    if layout == "bin_only":
+        (d / "dump.bin").write_bytes(b"\x00\x01")
+    if layout == "csv_for_jsonl":
+        (d / "calls.csv").write_text("dialogue_id,role,text\n1,customer,hi\n")
+    with pytest.raises(SourceError) as err:
+        ingest(make_settings(DIALINSIGHT__SOURCES=_src(d)))
+    msg = str(err.value)
+    assert "source 'crm' (adapter jsonl)" in msg and str(d) in msg and "optional: true" in msg
+    if layout == "bin_only":
+        assert "1 .bin" in msg
+    if layout == "csv_for_jsonl":
+        assert "`adapter: csv`" in msg
+    # marked optional, the same source reads as nothing, on purpose
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d, optional=True)))
+    assert res.stats["files_read"] == 0
+
+
+def test_empty_files_are_quarantined_records(make_settings, tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    (d / "a.jsonl").write_bytes(b"")
+    (d / "b.jsonl").write_bytes(b"\n  \n")
+    (d / "c.json").write_text("[]")
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d)))
+    got = {json.loads(r["record"])["file"]: r["reason_code"] for r in res.quarantined.to_pylist()}
+    assert got == {"a.jsonl": "empty_file", "b.jsonl": "empty_file", "c.json": "empty_file"}
+    assert res.stats["files_read"] == 3
+    d2 = tmp_path / "csv"
+    d2.mkdir()
+    (d2 / "calls.csv").write_text("dialogue_id,turn_idx,role,text\n")
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d2, adapter="csv")))
+    assert [r["reason_code"] for r in res.quarantined.to_pylist()] == ["empty_file"]
+
+
+def test_json_exports_holding_an_array_or_an_object_of_dialogues_are_read(make_settings, tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    turns = [{"role": "customer", "text": "I want to rent a two-bedroom flat near the metro."},
+             {"role": "agent", "text": "Sure, what is your monthly budget for the flat?"},
+             {"role": "customer", "text": "About 4500 a month, and I need parking."}]
+    (d / "array.json").write_text(json.dumps([{"id": "a1", "turns": turns}, {"id": "a2", "turns": turns[::-1]}]))
+    (d / "wrapped.json").write_text(json.dumps({"exported": "2026-12-01", "dialogues": [{"id": "w1", "turns": turns[:2]}]}))
+    (d / "by_id.json").write_text(json.dumps({"k1": {"turns": [turns[1], turns[0], turns[2]]}}))
+    (d / "one.json").write_text(json.dumps({"id": "o1", "turns": [turns[1], turns[2]]}))
+    (d / "bad.json").write_text(json.dumps({"a": 1, "b": 2}))
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d), DIALINSIGHT__INGEST__MIN_TURNS="2",
+                               DIALINSIGHT__INGEST__NEAR_DUP_THRESHOLD="1.0"))
+    kept = sorted(res.dialogues.column("dialogue_id").to_pylist())
+    assert kept == ["crm:a1", "crm:a2", "crm:k1", "crm:o1", "crm:w1"]
+    files = sorted(res.dialogues.column("source_file").to_pylist())
+    assert files == ["array.json#0", "array.json#1", "by_id.json#k1", "one.json", "wrapped.json#dialogues[0]"]
+    (q,) = res.quarantined.to_pylist()
+    assert q["reason_code"] == "malformed_structure" and "array or an object of dialogues" in q["reason_detail"]
+
+
+def test_quarantine_keeps_a_redacted_excerpt_and_a_pointer_never_the_raw_text(make_settings, tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    raw = ('{"id": "x1", "turns": [{"role": "customer", "text": "My name is Ben Carter, call me on 13812345678 '
+           'or ben.carter@example.com"}, {"role": "agent", "text": 42}]}')
+    (d / "calls.jsonl").write_text(raw + "\n" + '{"id": "x2", "turns": "not a list", "note": "身份证 110101199003078515"}\n')
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d)))
+    rows = res.quarantined.to_pylist()
+    assert [r["reason_code"] for r in rows] == ["non_text_turn", "malformed_structure"]
+    for r in rows:
+        rec = json.loads(r["record"])
+        assert rec["file"].startswith("calls.jsonl#L") and len(rec["sha256"]) == 64 and rec["bytes"] > 0
+        for secret in ("13812345678", "ben.carter@example.com", "110101199003078515", "Ben Carter"):
+            assert secret not in r["record"], secret
+    first = json.loads(rows[0]["record"])
+    assert "[PHONE_1]" in first["head"] and "[EMAIL_1]" in first["head"] and "[NAME_1]" in first["head"]
+
+
+def test_cli_stops_at_once_on_a_source_that_gives_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, DIALINSIGHT__STORAGE__URI=f"file://{tmp_path / 'store'}",
+               DIALINSIGHT__SOURCES=_src(tmp_path / "nowhere"))
+    res = subprocess.run([sys.executable, "-m", "dialinsight_core", "run", "--ds", "2026-11-25"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "source 'crm' (adapter jsonl) has no" in res.stderr and "nothing is there" in res.stderr
+    assert not (tmp_path / "store" / "snapshots").exists()

@@ -193,17 +193,37 @@ def parse_turn_table(tbl: pa.Table, source: SourceSettings, where: str) -> Itera
             yield rid, exc
 
 
-def _read_table(data: bytes, adapter: str, encoding: str = "utf-8") -> pa.Table:
+@dataclass(frozen=True)
+class BadRow:
+    """A CSV line the parser could not split into the header's columns (quarantined on its own)."""
+
+    line: int | None
+    text: str
+    expected: int
+    actual: int
+
+
+def _read_table(data: bytes, source: SourceSettings) -> tuple[pa.Table, list[BadRow]]:
+    """The file as a table, and the CSV lines skipped because their column count is wrong: one bad
+    row costs that row, not the file."""
+    bad: list[BadRow] = []
+
+    def skip(row: Any) -> str:
+        bad.append(BadRow(row.number, row.text, row.expected_columns, row.actual_columns))
+        return "skip"
+
     try:
-        if adapter == "parquet":
-            return pq.read_table(io.BytesIO(data))
-        text = _decode(data, encoding)  # a clear bad_encoding instead of a parser error
-        return pacsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=pacsv.ConvertOptions(
-            column_types={"text": pa.string(), "role": pa.string()}, strings_can_be_null=False))
+        if source.adapter == "parquet":
+            return pq.read_table(io.BytesIO(data)), bad
+        text = _decode(data, source.encoding)  # a clear bad_encoding instead of a parser error
+        strings = {_field(source, "text", "text"): pa.string(), _field(source, "role", "role"): pa.string()}
+        return pacsv.read_csv(io.BytesIO(text.encode("utf-8")), read_options=pacsv.ReadOptions(use_threads=False),
+                              parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                              convert_options=pacsv.ConvertOptions(column_types=strings, strings_can_be_null=False)), bad
     except InvalidDialogue:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
-        raise InvalidDialogue("unreadable_file", f"cannot read {adapter}: {str(exc)[:300]}") from None
+        raise InvalidDialogue("unreadable_file", f"cannot read {source.adapter}: {str(exc)[:300]}") from None
 
 
 ADAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {  # adapter -> (folder prefix, file suffixes)
@@ -268,11 +288,15 @@ def read_source(source: SourceSettings, settings: Settings) -> Iterator[tuple[st
                     yield f"{key}#L{n}", exc, line
         else:
             try:
-                tbl = _read_table(data, source.adapter, source.encoding)
+                tbl, bad_rows = _read_table(data, source)
             except InvalidDialogue as exc:
                 yield key, exc, data
                 continue
-            if tbl.num_rows == 0:
+            for row in bad_rows:
+                yield (f"{key}#L{row.line}" if row.line else f"{key}#row?"), InvalidDialogue(
+                    "bad_csv_row", f"line {row.line}: {row.actual} column(s) where the header has {row.expected}"
+                ), row.text.encode()
+            if tbl.num_rows == 0 and not bad_rows:
                 yield key, InvalidDialogue("empty_file", f"no rows (columns {tbl.column_names})"), None
                 continue
             for rid, rec in parse_turn_table(tbl, source, key):

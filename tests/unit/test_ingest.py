@@ -417,3 +417,22 @@ def test_cli_stops_at_once_on_a_source_that_gives_nothing(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "source 'crm' (adapter jsonl) has no" in res.stderr and "nothing is there" in res.stderr
     assert not (tmp_path / "store" / "snapshots").exists()
+
+
+def test_a_bad_csv_row_is_quarantined_with_its_line_and_the_rest_of_the_file_is_read(make_settings, tmp_path):
+    d = tmp_path / "crm"
+    d.mkdir()
+    (d / "calls.csv").write_text(
+        "dialogue_id,turn_idx,role,text\n"
+        "1,0,customer,I want to rent a two-bedroom flat near the metro please.\n"
+        '1,1,agent,"Sure, what is your monthly budget for the flat?"\n'
+        "2,0,customer,this row has, too, many, columns, call 13812345678\n"
+        "2,1,agent,Hello there how can I help you with renting today?\n"
+        "2,2,customer,I need a studio near the university for next month.\n")
+    res = ingest(make_settings(DIALINSIGHT__SOURCES=_src(d, adapter="csv"), DIALINSIGHT__INGEST__MIN_TURNS="2"))
+    assert sorted(res.dialogues.column("dialogue_id").to_pylist()) == ["crm:1", "crm:2"]
+    (q,) = res.quarantined.to_pylist()
+    assert q["record_id"] == "crm:calls.csv#L4" and q["reason_code"] == "bad_csv_row"
+    assert q["reason_detail"] == "line 4: 8 column(s) where the header has 4"
+    assert "13812345678" not in q["record"] and "[PHONE_1]" in json.loads(q["record"])["head"]
+    assert res.stats["files_read"] == 3 == res.stats["dialogues_kept"] + res.stats["quarantined"]

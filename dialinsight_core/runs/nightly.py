@@ -208,6 +208,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
 
     accepted = complete(gate_out["keys"]["accepted"], schemas.PUBLISHED, schemas.SCORED)
     rejected = complete(gate_out["keys"]["rejected"], schemas.PUBLISHED_REJECTED, schemas.REJECTED)
+    rejected, _ = examples.redact_answers(rejected)  # a pii_leak answer and its evidence never reach the snapshot
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         "prompts": prompts_out["stats"]["prompts"],

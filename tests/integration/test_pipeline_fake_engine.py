@@ -93,6 +93,15 @@ def test_each_planted_quality_defect_is_rejected_with_its_reason(make_settings, 
     pii = next(p for p, k in planted_kind.items() if k == "pii")
     pii_item = next(d for d in detail[pii] if d["reason_code"] == "pii_leak")
     assert "phone" in pii_item["evidence"] or "email" in pii_item["evidence"]
+    # ...without publishing the leaked datum itself: answer, chat, findings and evidence are redacted
+    leaked = ("415-555-2671", "13812345678")
+    for col in rej.columns:
+        text = rej[col].astype(str).str.cat(sep="\n")
+        assert not any(x in text for x in leaked), col
+    assert "[PHONE_1]" in rej.set_index("prompt_id").at[pii, "output_text"]
+    assert list(rej.set_index("prompt_id").at[pii, "messages"])[-1]["content"].count("[PHONE_1]") >= 1
+    raw_rejected = _read(store, "work/ds=2026-11-25/run=manual__defects/gate/rejected.parquet")
+    assert any(x in raw_rejected.output_text.str.cat() for x in leaked)  # the work table kept it: the test plants it
     inv = next(p for p, k in planted_kind.items() if k == "invented")
     inv_item = next(d for d in detail[inv] if d["reason_code"] == "ungrounded")
     assert "num:98765" in inv_item["evidence"]["unsupported_facts"]

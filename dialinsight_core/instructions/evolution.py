@@ -23,7 +23,7 @@ from dialinsight_core.dedup import LSHIndex, MinHasher, shingles
 from dialinsight_core.llm import LabelRequest
 from dialinsight_core.pii import find_pii
 from dialinsight_core.templating import template_env
-from dialinsight_core.text import tokens
+from dialinsight_core.text import prompt_lang, tokens
 
 __all__ = ["ELIMINATION_REASONS", "Operator", "diversity", "eliminate", "evolve_request", "load_operators",
            "parse_evolved", "parse_seeds", "seed_request", "yield_report"]
@@ -91,7 +91,7 @@ def evolve_request(request_id: str, parent: dict[str, Any], op: Operator, *, dia
                    settings: Settings) -> LabelRequest:
     """Stage 2: one operator applied to one instruction (reviewer guidance from the last round included)."""
     env = template_env()
-    lang = "zh" if parent.get("lang") == "zh" else "en"
+    lang = prompt_lang(parent.get("lang") or "")
     scene = parent["scene"] if parent["scene"] != "*" else settings.taxonomy.default_scene
     ask = env.from_string(op.template).render(
         lang=lang, instruction=parent["text"], family=parent["task_family"], scene=scene,

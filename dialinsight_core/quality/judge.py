@@ -20,7 +20,7 @@ from jinja2 import Environment
 from dialinsight_core.config import JUDGE_DIMENSIONS, Settings
 from dialinsight_core.llm import Engine, LabelRequest, LabelResult
 from dialinsight_core.templating import template_env
-from dialinsight_core.text import stable_int
+from dialinsight_core.text import prompt_lang, stable_int
 
 __all__ = ["JUDGE_SCHEMA", "JudgeItem", "JudgeVerdict", "build_request", "judge_records", "parse_verdict",
            "select_for_judge"]
@@ -94,7 +94,7 @@ def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple
 def build_request(item: JudgeItem, settings: Settings, env: Environment | None = None) -> LabelRequest:
     cfg = settings.quality.judge
     env = env or template_env()
-    lang = "zh" if item.lang == "zh" else "en"
+    lang = prompt_lang(item.lang)
     user = env.get_template("judge_user.j2").render(
         lang=lang, dialogue=item.dialogue[: cfg.max_dialogue_chars], instruction=item.instruction,
         answer=item.answer[: cfg.max_answer_chars])

@@ -38,7 +38,7 @@ from dialinsight_core.instructions.store import (
 from dialinsight_core.llm import Engine
 from dialinsight_core.runs.context import RunContext
 from dialinsight_core.storage import ObjectStore
-from dialinsight_core.text import stable_id, turn_lines
+from dialinsight_core.text import prompt_lang, stable_id, turn_lines
 
 STAGE = "instructions"
 
@@ -94,7 +94,7 @@ def generate(ctx: RunContext, engine: Engine) -> GenerateOut:
     cells, requests = [], []
     for scene, dlgs in sorted(by_scene.items()):
         dlgs = dlgs[: cfg.sample_dialogues]
-        lang = "zh" if dlgs[0]["lang"] == "zh" else "en"
+        lang = prompt_lang(dlgs[0]["lang"])
         for family in families:
             for role in cfg.seed_role_foci:
                 rid = f"seed-{_id(ctx.run_id, scene, family, role)}"

@@ -25,7 +25,7 @@ from dialinsight_core.config import CardSettings, ExportSettings
 from dialinsight_core.contracts import Baseline, ExportManifest, PublishOut
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, write_exports
-from dialinsight_core.publishing.report import Previous, build_report
+from dialinsight_core.publishing.report import Previous, build_report, reject_reasons
 from dialinsight_core.storage import LATEST_KEY, ObjectStore
 
 STAGE = "publish"
@@ -57,12 +57,20 @@ class Snapshot:
     manifest: dict[str, Any] = field(default_factory=dict)  # further manifest sections (stages, engine, gx, ...)
 
 
-def read_latest(store: ObjectStore) -> Baseline | None:
-    """The previous published snapshot, from ``latest.json`` and its manifest (None before the first)."""
+def _latest(store: ObjectStore) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``latest.json`` and the manifest it points at (None before the first snapshot)."""
     if not store.exists(LATEST_KEY):
         return None
     latest = store.read_json(LATEST_KEY)
-    manifest = store.read_json(latest["manifest"])
+    return latest, store.read_json(latest["manifest"])
+
+
+def read_latest(store: ObjectStore) -> Baseline | None:
+    """The previous published snapshot, from ``latest.json`` and its manifest (None before the first)."""
+    found = _latest(store)
+    if found is None:
+        return None
+    latest, manifest = found
     return Baseline(latest["snapshot_id"], int(manifest["counts"]["accepted"]),
                     int(manifest["counts"].get("dialogues_read") or 0), manifest.get("params") or {})
 
@@ -147,12 +155,10 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
 
 def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:
     """The snapshot ``latest.json`` points at before this one moves it (None for the first)."""
-    if not store.exists(LATEST_KEY):
+    found = _latest(store)
+    if found is None or found[0]["snapshot_id"] == snap.snapshot_id:
         return None
-    latest = store.read_json(LATEST_KEY)
-    if latest["snapshot_id"] == snap.snapshot_id:
-        return None
-    manifest = store.read_json(latest["manifest"])
+    latest, manifest = found
     base = latest["manifest"].rsplit("/", 1)[0]
     cols = ["prompt_id", "task_family", "output_text", "overall_score"]
     tables = [store.read_table(f"{base}/{k}").select(cols) for k in manifest["files"]["data"]]
@@ -168,15 +174,13 @@ def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, exported: ExportM
                         pretty_name=snap.card_settings.pretty_name,
                         data_files={"default": [{"split": "train", "path": "data/*.parquet"}],
                                     "rejected": [{"split": "train", "path": "rejected/*.parquet"}]})
-    reasons = Counter(code for codes in snap.rejected.column("reason_code").to_pylist() for code in (codes or "").split(",")
-                      if code)
     return render_card(meta, {
         **snap.card, "pretty_name": snap.card_settings.pretty_name, "snapshot_id": snap.snapshot_id, "uri": uri,
         "local_path": uri.removeprefix("file://") if uri.startswith("file://") else None,
         "counts": snap.counts, "exports": exported, "library_version": library_version,
         "by_family": dict(Counter(accepted.column("task_family").to_pylist()).most_common()),
         "by_lang": dict(Counter(accepted.column("lang").to_pylist()).most_common()),
-        "reject_reasons": reasons.most_common(5),
+        "reject_reasons": reject_reasons(snap.rejected).most_common(5),
         "limitations": [*snap.card_settings.limitations, *snap.card.get("limitations", [])],
     })
 

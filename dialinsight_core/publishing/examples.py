@@ -45,28 +45,24 @@ def complete(records: pa.Table, prompts: pa.Table, instructions: pa.Table, dialo
             **lineage,
         )
         rows.append(r)
-    return schemas.table(schema, rows).sort_by("prompt_id")
+    return schemas.table(schema, rows)
 
 
 # the fields of a rejected row that carry the model's own words (and the evidence quoting them)
 ANSWER_FIELDS = ("output_text", "output_json", "quality_findings", "reason_detail", "judge_rationale")
 
 
-def redact_answers(rejected: pa.Table) -> tuple[pa.Table, int]:
+def redact_answers(rejected: pa.Table) -> pa.Table:
     """Rejected rows are published so a person can read why; some were rejected *because* the answer
     leaks personal data (``pii_leak``), and the evidence quotes it. Redact the answer, the assistant
-    message and every field quoting it with the ingest redactor before they reach a snapshot.
-    Returns the table and how many values changed."""
+    message and every field quoting it with the ingest redactor before they reach a snapshot."""
     rows = rejected.to_pylist()
-    changed = 0
     for r in rows:
         redact = Redactor()
         redact.learn_names([r[f] for f in ANSWER_FIELDS if isinstance(r.get(f), str)])
         for f in ANSWER_FIELDS:
             if isinstance(r.get(f), str):
-                new = redact(r[f])
-                changed += new != r[f]
-                r[f] = new
+                r[f] = redact(r[f])
         if r["messages"] and r["messages"][-1]["role"] == "assistant":
             r["messages"][-1] = {"role": "assistant", "content": r["output_text"] or ""}
-    return pa.Table.from_pylist(rows, schema=rejected.schema), changed
+    return pa.Table.from_pylist(rows, schema=rejected.schema)

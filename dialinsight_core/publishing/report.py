@@ -156,13 +156,18 @@ def diff(accepted: pa.Table, previous: Previous) -> dict[str, Any]:
     }
 
 
+def reject_reasons(rejected: pa.Table) -> Counter[str]:
+    """Rejected rows per reason code (a row rejected by several expectations counts for each)."""
+    codes = rejected.column("reason_code").to_pylist() if rejected.num_rows else []
+    return Counter(code for joined in codes for code in (joined or "").split(",") if code)
+
+
 def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa.Table, counts: dict[str, Any],
                  families: dict[str, float], prompt_mix: dict[str, float], score_stats: dict[str, Any],
                  label_stats: list[dict[str, Any]], previous: Previous | None, summary_md: str) -> tuple[str, dict[str, Any]]:
     """(the HTML page, its figures as data for the manifest)."""
     rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "lang")}
-    reasons = Counter(code for codes in (rejected.column("reason_code").to_pylist() if rejected.num_rows else [])
-                      for code in (codes or "").split(",") if code).most_common()
+    reasons = reject_reasons(rejected).most_common()
     judge, audit = score_stats.get("judge", {}), score_stats.get("audit", {})
     label_tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in label_stats)
     fresh_tokens = sum(s.get("fresh_prompt_tokens", 0) + s.get("fresh_completion_tokens", 0) for s in label_stats)

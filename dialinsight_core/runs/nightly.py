@@ -208,7 +208,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
 
     accepted = complete(gate_out["keys"]["accepted"], schemas.PUBLISHED, schemas.SCORED)
     rejected = complete(gate_out["keys"]["rejected"], schemas.PUBLISHED_REJECTED, schemas.REJECTED)
-    rejected, _ = examples.redact_answers(rejected)  # a pii_leak answer and its evidence never reach the snapshot
+    rejected = examples.redact_answers(rejected)  # a pii_leak answer and its evidence never reach the snapshot
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         "prompts": prompts_out["stats"]["prompts"],
@@ -223,7 +223,8 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     }
     gx = gate_out["gx"]
     judge = score_out["stats"]["judge"]
-    fingerprints = sorted({f for t in (accepted, rejected) for f in t.column("model_fingerprint").to_pylist() if f})
+    fingerprints = sorted({f for t in (accepted, rejected) for f in t.column("model_fingerprint").to_pylist() if f}) \
+        or [model_fingerprint(settings)]  # nothing labeled: the configured model
     audit = score_out["stats"]["audit"]
     limitations = []
     if audit.get("agreement") is not None and audit["agreement"] < 0.7:
@@ -243,7 +244,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                 "label_stats": [dict(o["stats"]) for o in label_outs]},
         card={"sources": list(ctx.params.get("sources") or [s.name for s in settings.sources]),
               "model": model_name(settings.engine), "engine": settings.engine.kind,
-              "model_fingerprint": ", ".join(fingerprints) or model_fingerprint(settings),
+              "model_fingerprint": ", ".join(fingerprints),
               "sampling_params": json.dumps(sampling, sort_keys=True), "judge_model": judge.get("model"),
               "judge": judge, "rule_dims": list(RULE_DIMENSIONS), "thresholds": dict(settings.quality.thresholds),
               "suite_version": settings.gates.suite_version, "limitations": limitations},
@@ -251,7 +252,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
             "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
                        "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
             "engine": {"kind": settings.engine.kind, "model": settings.engine.model,
-                       "model_fingerprint": fingerprints or [model_fingerprint(settings)], "sampling": sampling},
+                       "model_fingerprint": fingerprints, "sampling": sampling},
             "judge": {"model": judge.get("model"), "engine": judge.get("engine")},
             "gx": {**gx, "suite_version": settings.gates.suite_version,
                    "results": {name: f"gx/{name}.json" for name in gx["suites"]}},

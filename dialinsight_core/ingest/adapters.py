@@ -101,24 +101,23 @@ class SourceError(ValueError):
     raised at once with what was found and what to set, instead of an empty run."""
 
 
-def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDialogue:
-    """One dialogue per JSON line: ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
-    text = _decode(line, source.encoding)
+def _load_json(data: bytes, source: SourceSettings) -> Any:
+    """Decoded in the source's encoding and parsed, or the reason it cannot be."""
     try:
-        doc = json.loads(text)
+        return json.loads(_decode(data, source.encoding))
     except json.JSONDecodeError as exc:
         raise InvalidDialogue("unreadable_json", f"invalid JSON: {exc}") from None
-    return parse_dialogue_obj(doc, source, where)
+
+
+def parse_jsonl_line(line: bytes, source: SourceSettings, where: str) -> RawDialogue:
+    """One dialogue per JSON line: ``{id, turns: [{role, text}, ...], scene?}`` (field names from config)."""
+    return parse_dialogue_obj(_load_json(line, source), source, where)
 
 
 def json_export_items(data: bytes, source: SourceSettings) -> list[tuple[str, Any]]:
     """The dialogues of a ``.json`` export: an array of dialogue objects, one dialogue object, an
     object holding one list of them (``{"dialogues": [...]}``), or an object of id -> dialogue."""
-    text = _decode(data, source.encoding)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidDialogue("unreadable_json", f"invalid JSON: {exc}") from None
+    doc = _load_json(data, source)
     turns_key = _field(source, "turns", "turns")
     if isinstance(doc, list):
         return [(f"#{i}", x) for i, x in enumerate(doc)]

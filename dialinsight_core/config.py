@@ -14,11 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# what a source's own PII pattern may redact as (pii.PLACEHOLDER_TYPES; a unit test keeps the two equal)
+PiiKind = Literal["name", "phone", "email", "id_number", "ssn", "bank_card", "account_id", "username", "street_address",
+                  "unit_number"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "dialinsight.yaml"
@@ -70,6 +75,10 @@ class SourceSettings(_Model):
     encoding: str = "utf-8"
     # a source that may hold nothing today; otherwise finding no file of its format stops the run at once
     optional: bool = False
+    # this source's own personal ids, redacted before the built-in detectors: type -> regex; a group
+    # marks only that part (e.g. {account_id: "客户编号\\s*(\\w{8})", username: "\\bu/[a-z0-9_]+"});
+    # types: account_id, username, name, phone, email, id_number, bank_card, street_address, unit_number
+    pii_patterns: dict[PiiKind, str] = Field(default_factory=dict)
 
     @field_validator("encoding")
     @classmethod
@@ -80,6 +89,16 @@ class SourceSettings(_Model):
             codecs.lookup(v)
         except LookupError:
             raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _pii_patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        for kind, rx in v.items():
+            try:
+                re.compile(rx)
+            except re.error as exc:
+                raise ValueError(f"pii_patterns.{kind}: not a regular expression ({exc}): {rx!r}") from None
         return v
 
     @field_validator("fields")

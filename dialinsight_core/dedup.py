@@ -9,7 +9,6 @@ signatures can be stored and compared with later runs.
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,15 +16,17 @@ from functools import cached_property
 
 import numpy as np
 
+from dialinsight_core.text import normalise_text
+
 __all__ = ["LSHIndex", "MinHasher", "shingles"]
 
 _PRIME = np.uint64(4294967291)  # largest prime < 2**32: a * x stays below 2**64
-_SPACE = re.compile(r"\s+")
 
 
 def shingles(text: str, k: int) -> set[str]:
-    """Character k-grams of the case-folded, whitespace-collapsed text."""
-    t = _SPACE.sub(" ", text.casefold()).strip()
+    """Character k-grams of the folded (NFKC, lower case), whitespace-collapsed text: a copy
+    re-typed with full-width punctuation is the same dialogue."""
+    t = normalise_text(text)
     if len(t) <= k:
         return {t} if t else set()
     return {t[i : i + k] for i in range(len(t) - k + 1)}

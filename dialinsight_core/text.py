@@ -1,21 +1,29 @@
 """Shared text utilities (bottom layer): language detection, CJK-aware tokens, role names, stable
 hashes. Every stage uses these; none of them knows about a stage (docs/architecture.md).
 
-Tokenisation treats every CJK ideograph as a token, so the quality checks and diversity
-measures work on Chinese without word segmentation or whitespace assumptions.
+One CJK-aware text layer for every check (docs/quality.md, "Text layer"): stored text is never
+rewritten; checks compare a *folded* copy (NFKC, so full-width and half-width forms are equal,
+lower case), tokenised with a real Chinese word segmenter (jieba) for runs of ideographs, digit
+runs split from ideographs ("9月22日" -> 9 / 月 / 22 / 日) and words for Latin script. Each distinct
+text is folded and segmented once per process (LRU caches), since the quality layers look at the
+same dialogue once per prompt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from functools import cache, lru_cache
+from types import ModuleType
 from typing import Any
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LETTER = re.compile(r"[A-Za-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+# runs of ideographs (segmented by jieba), of digits (a decimal point stays inside), of other letters
+_RUN = re.compile(r"(?P<cjk>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|(?P<num>\d+(?:\.\d+)?)|(?P<word>[^\W\d_]+)")
 
 # how prompts, the judge and the scorers name the two canonical roles, per prompt language
 ROLE_NAMES = {"en": {"agent": "Agent", "customer": "Customer"}, "zh": {"agent": "经纪人", "customer": "客户"}}
@@ -23,6 +31,7 @@ ROLE_NAMES = {"en": {"agent": "Agent", "customer": "Customer"}, "zh": {"agent": 
 
 def detect_lang(text: str) -> str:
     """'zh' when CJK ideographs make up >= 30% of the letters, 'en' otherwise, 'und' without letters."""
+    text = fold(text)
     letters = _LETTER.findall(text)
     if not letters:
         return "und"
@@ -35,13 +44,68 @@ def prompt_lang(lang: str) -> str:
 
 
 def normalise_text(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    return re.sub(r"\s+", " ", text).strip()
+    """The matching copy of a text (dedup keys, comparisons): folded and with whitespace collapsed.
+    Never stored, prompted or published: ingest keeps the speaker's text (``clean_text``)."""
+    return re.sub(r"\s+", " ", fold(text)).strip()
 
 
-def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens; each CJK ideograph is a token of its own."""
-    return [t.lower() for t in _TOKEN.findall(text)]
+def clean_text(text: str) -> str:
+    """What ingest stores: the speaker's text with only invisible damage undone (control and
+    zero-width characters, trailing spaces); punctuation, width and case are kept as spoken."""
+    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip()
+
+
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
+
+
+@lru_cache(maxsize=65536)
+def fold(text: str) -> str:
+    """NFKC + lower case: "Ｔｏｋｙｏ，３室" and "tokyo,3室" compare equal. Same length class as
+    the input for everything but compatibility ligatures; use ``fold_map`` when offsets matter."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def fold_map(text: str, lower: bool = True) -> tuple[str, list[int]]:
+    """The folded text and, per folded character, the index of the original character it came
+    from: detectors run on the folded copy, redaction replaces the original span."""
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        f = unicodedata.normalize("NFKC", ch) if ord(ch) > 127 else ch
+        if lower:
+            f = f.lower()
+        out.append(f)
+        index.extend([i] * len(f))
+    return "".join(out), index
+
+
+@cache
+def segmenter() -> ModuleType:
+    """jieba, imported and its dictionary loaded on first use: importing it costs ~0.5 s, and the
+    DAG files (parsed every few seconds) import this module through the config."""
+    import jieba  # lazy, see above
+
+    jieba.setLogLevel(logging.WARNING)  # its dictionary-loading lines are not a task's verdict
+    jieba.initialize()
+    return jieba
+
+
+@lru_cache(maxsize=65536)
+def _tokens(text: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for m in _RUN.finditer(fold(text)):
+        if m.lastgroup == "cjk":
+            out.extend(segmenter().lcut(m.group(), HMM=False))
+        else:
+            out.append(m.group())
+    return tuple(out)
+
+
+def tokens(text: str) -> tuple[str, ...]:
+    """Folded word tokens: jieba words inside runs of ideographs, digit runs and Latin words apart
+    ("看房9月22日" -> 看房 / 9 / 月 / 22 / 日). Cached: each distinct text is segmented once."""
+    return _tokens(text)
 
 
 def ngrams(toks: list[str], n: int) -> list[tuple[str, ...]]:

@@ -27,8 +27,8 @@ from dialinsight_core.config import Settings, SourceSettings
 from dialinsight_core.contracts import StepStats
 from dialinsight_core.dedup import LSHIndex, MinHasher
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
-from dialinsight_core.pii import Redactor
-from dialinsight_core.text import detect_lang, normalise_text
+from dialinsight_core.pii import Redactor, compile_patterns
+from dialinsight_core.text import clean_text, detect_lang, normalise_text
 
 STAGE = "ingest"
 Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
@@ -68,7 +68,7 @@ class Record:
         if not self.data:
             return {"source": self.source.name, "file": self.key, "head": None, "bytes": 0, "sha256": None}
         excerpt = self.data[:2000].decode(self.source.encoding, "replace")
-        redact = Redactor()
+        redact = Redactor(compile_patterns(self.source.pii_patterns))
         redact.learn_names([excerpt])
         return {"source": self.source.name, "file": self.key, "head": redact(excerpt), "bytes": len(self.data),
                 "sha256": hashlib.sha256(self.data).hexdigest(), "head_redactions": redact.counts}
@@ -148,7 +148,7 @@ class Read(Step):
 
 
 class Validate(Step):
-    """Normalised turns within the configured bounds, two known roles speaking."""
+    """Turns (kept as spoken, see ``text.clean_text``) within the configured bounds, two known roles speaking."""
 
     name = "validate"
 
@@ -163,7 +163,7 @@ class Validate(Step):
 
 def validate(raw: RawDialogue, settings: Settings) -> list[Turn]:
     cfg = settings.ingest
-    turns = [(role, normalise_text(text), meta) for role, text, meta in raw.turns]
+    turns = [(role, clean_text(text), meta) for role, text, meta in raw.turns]  # stored as spoken
     empty = [i for i, (_, t, _) in enumerate(turns) if not t]
     turns = [t for t in turns if t[1]]
     if len(turns) < cfg.min_turns:
@@ -189,7 +189,7 @@ class Redact(Step):
     name = "redact"
 
     def process(self, rec: Record) -> None:
-        redact = Redactor()
+        redact = Redactor(compile_patterns(rec.source.pii_patterns))
         redact.learn_names([t for _, t, _ in rec.turns])
         rec.turns = [(role, redact(text), meta) for role, text, meta in rec.turns]
         rec.pii_counts = redact.counts
@@ -230,7 +230,7 @@ class Dedup(Step):
         return None
 
     def process(self, rec: Record) -> None:
-        rec.content_hash = hashlib.sha256("\n".join(f"{r}\t{t.lower()}" for r, t, _ in rec.turns).encode()).hexdigest()
+        rec.content_hash = hashlib.sha256("\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns).encode()).hexdigest()
         rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
         dup = self.duplicate_of(rec.content_hash, rec.minhash)
         if dup:

@@ -31,7 +31,7 @@ ENV_PREFIX = "DIALINSIGHT__"
 MAX_SHARDS = 256
 # Quality dimensions (docs/quality.md), cheapest layer first; every score is in [0, 1], 1 = good.
 RULE_DIMENSIONS = ("schema_valid", "non_empty", "not_truncated", "length_ok", "lang_match", "repetition", "copy",
-                   "echo", "refusal", "pii_leak")
+                   "echo", "refusal", "pii_leak", "task_form")
 GROUNDING_DIMENSIONS = ("grounding", "coverage")
 JUDGE_DIMENSIONS = ("judge_faithfulness", "judge_completeness", "judge_instruction_following", "judge_fluency")
 DIMENSIONS = RULE_DIMENSIONS + GROUNDING_DIMENSIONS + JUDGE_DIMENSIONS
@@ -153,6 +153,14 @@ class TaskFamilySettings(_Model):
     output_schema_id: str
     min_chars: int = Field(default=20, ge=0)
     max_chars: int = Field(default=1500, ge=1)
+    # grounding's topic check: the answer's content words must be found in the dialogue. True where the
+    # answer restates the dialogue (extraction, summary); a reply or an assessment writes new words, and
+    # its facts (numbers, times, places) are still checked one by one
+    lexical_support: bool = True
+    # the shape an answer of this family takes (the task_form rule, docs/quality.md): phrases (extraction:
+    # each value one phrase, nobody addressed), report (summary, analysis: about the dialogue, the reader
+    # not addressed as "you"/您), reply (spoken to the customer, who is not "the customer"/客户), any
+    form: Literal["any", "phrases", "report", "reply"] = "any"
 
 
 class PromptSettings(_Model):

@@ -102,6 +102,18 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=65536)
+def tagged_words(text: str) -> tuple[tuple[str, str], ...]:
+    """(word, part-of-speech) of the Chinese in ``text`` (jieba.posseg: ``n*`` nouns, ``nr`` person
+    names, ``v`` verbs...); empty for text without ideographs. Cached like ``tokens``."""
+    if not CJK.search(text):
+        return ()
+    import jieba.posseg  # lazy: its tables take ~1 s to import (see ``segmenter``)
+
+    segmenter()
+    return tuple((p.word, p.flag) for p in jieba.posseg.cut(text))
+
+
 def tokens(text: str) -> tuple[str, ...]:
     """Folded word tokens: jieba words inside runs of ideographs, digit runs and Latin words apart
     ("看房9月22日" -> 看房 / 9 / 月 / 22 / 日). Cached: each distinct text is segmented once."""

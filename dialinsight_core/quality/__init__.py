@@ -19,6 +19,7 @@ REASON_CODES = {
     "echo": "echoes_instruction",
     "refusal": "refusal_or_boilerplate",
     "pii_leak": "pii_leak",
+    "task_form": "off_task",
     "grounding": "ungrounded",
     "coverage": "incomplete",
     "judge_faithfulness": "judge_unfaithful",

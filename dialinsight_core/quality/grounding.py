@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from dialinsight_core.text import CJK as _CJK
-from dialinsight_core.text import tokens
+from dialinsight_core.text import fold, tagged_words, tokens
 
 __all__ = ["extract_facts", "score_coverage", "score_grounding"]
 
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _MULT = {"k": 1e3, "thousand": 1e3, "千": 1e3, "万": 1e4, "w": 1e4, "million": 1e6, "百万": 1e6, "亿": 1e8}
 _NUM = re.compile(r"(?<![A-Za-z0-9.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(million|thousand|百万|亿|万|千|k\b|w\b)?",
                   re.IGNORECASE)
@@ -198,21 +197,27 @@ def _names_en(text: str) -> set[str]:
 
 
 def _fact_units(text: str) -> set[str]:
-    """Content units: English content words (stemmed crudely) and CJK character bigrams."""
+    """Content units: English content words (stemmed crudely) and Chinese words of two or more
+    characters (jieba, via ``text.tokens``), never a number; stopwords excluded."""
     units: set[str] = set()
     stop = stopwords()
     for tok in tokens(text):
-        if _CJK.fullmatch(tok) or tok.isdigit() or len(tok) < 3 or tok in stop:
+        if tok.isdigit() or tok in stop or _ZH_NUM_ANY.fullmatch(tok):
             continue
-        units.add(tok[:6])  # crude stem: "apartments" ~ "apartment"
-    for run in _CJK_RUN.findall(_ZH_NUM_ANY.sub(" ", text)):  # bigrams inside runs of ideographs, never across a number
-        units.update(b for b in (run[i : i + 2] for i in range(len(run) - 1)) if b not in stop)
+        if _CJK.search(tok):
+            continue  # Chinese: nouns and verbs below
+        elif len(tok) >= 3:
+            units.add(tok[:6])  # crude stem: "apartments" ~ "apartment"
+    units.update(w for w, flag in tagged_words(text) if flag[:1] in ("n", "v") and len(w) >= 2 and _CJK.search(w)
+                 and w not in stop)
     return units
 
 
 def score_grounding(content: str, dialogue_text: str, prompt_text: str,
-                    amenities: tuple[str, ...] = ()) -> tuple[float, list[str]]:
-    """(score, unsupported facts). Score = 0.5 ** unsupported_facts * (0.5 + 0.5 * lexical support).
+                    amenities: tuple[str, ...] = (), lexical: bool = True) -> tuple[float, list[str]]:
+    """(score, unsupported facts). Score = 0.5 ** unsupported_facts * (0.5 + 0.5 * lexical support);
+    with ``lexical=False`` (families that write new words: ``task_families.*.lexical_support``)
+    only the first factor.
 
     Any invented fact brings the score to 0.5 or below (rejected at the default threshold 0.6);
     an answer about a different topic (content words and CJK bigrams absent from the prompt)
@@ -228,8 +233,15 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
         tail = m.group()[-(len(m.group(1)) + 2):]
         if len(m.group()) >= len(m.group(1)) + 2 and tail not in dialogue_text:
             unsupported.append(f"place:{tail}")
+    if not lexical:  # the family writes new words (a reply, an assessment): only its facts are checked
+        return round(0.5 ** len(unsupported), 6), unsupported
     units = _fact_units(content)
-    lex = len(units & _fact_units(prompt_text + "\n" + dialogue_text)) / len(units) if units else 1.0
+    source = prompt_text + "\n" + dialogue_text
+    src_units, src_text = _fact_units(source), fold(source)
+    # a Chinese word is supported wherever its characters stand together in the source: the segmenter
+    # may cut the same characters differently in another sentence (看房 / 看 + 房)
+    supported = [u for u in units if u in src_units or (_CJK.search(u) and u in src_text)]
+    lex = len(supported) / len(units) if units else 1.0
     score = (0.5 ** len(unsupported)) * (0.5 + 0.5 * lex)
     return round(score, 6), unsupported
 

@@ -22,7 +22,7 @@ from dialinsight_core.config import RULE_DIMENSIONS
 from dialinsight_core.pii import find_pii
 from dialinsight_core.text import detect_lang, ngrams, tokens
 
-__all__ = ["RULE_DIMENSIONS", "RuleContext", "content_text", "score_record", "tokens"]
+__all__ = ["RULE_DIMENSIONS", "RuleContext", "content_text", "label_keys", "score_record", "tokens"]
 
 def content_text(output_text: str | None, output_json: str | None, numbers: bool = True,
                  skip_keys: frozenset[str] = frozenset()) -> str:
@@ -54,6 +54,14 @@ def content_text(output_text: str | None, output_json: str | None, numbers: bool
     return output_text or ""
 
 
+def label_keys(schema: dict[str, Any]) -> frozenset[str]:
+    """Properties the output schema marks ``"x-dialinsight-label": true``: names of things (an
+    extraction's field names), not content. The language and echo checks read values only: a
+    Chinese answer with English field names is Chinese, and naming the fields the instruction
+    asked for is not echoing it."""
+    return marked_keys(schema, "label")
+
+
 def score_schema_valid(output_json: str | None, schema: dict[str, Any]) -> float:
     if output_json is None:
         return 0.0
@@ -64,8 +72,68 @@ def score_non_empty(content: str) -> float:
     return 1.0 if any(ch.isalnum() for ch in content) else 0.0
 
 
-def score_not_truncated(finish_reason: str | None) -> float:
-    return 0.0 if finish_reason == "length" else 1.0
+def marked_keys(schema: dict[str, Any], mark: str) -> frozenset[str]:
+    """Properties the output schema marks ``"x-dialinsight-<mark>": true`` (``label``, ``prose``)."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in (node.get("properties") or {}).items():
+                if isinstance(v, dict) and v.get(f"x-dialinsight-{mark}"):
+                    out.add(k)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    return frozenset(out)
+
+
+# a finished sentence ends in terminal punctuation, a closing quote or bracket, or an emoji
+_FINISHED = re.compile(r"[。！？!?.…~”’\"'）)」』】》\]\U0001F300-\U0001FAFF]\s*$")
+
+
+def score_not_truncated(finish_reason: str | None, output_text: str | None = None, output_json: str | None = None,
+                        prose_keys: frozenset[str] = frozenset()) -> tuple[float, dict[str, str] | None]:
+    """0 when the answer was cut, whatever the finish reason says (a proxy or server can cut an
+    answer and report ``stop``): the engine said ``length``; the output opens JSON it never
+    closes; or a prose field (``"x-dialinsight-prose"`` in the output schema: a summary, a reply,
+    a conclusion) stops mid-sentence."""
+    if finish_reason == "length":
+        return 0.0, {"cut": "finish_reason=length"}
+    text = (output_text or "").strip()
+    if output_json is None and text[:1] in "{[" and text and _unclosed(text):
+        return 0.0, {"cut": "unfinished JSON", "tail": text[-40:]}
+    if output_json and prose_keys:
+        data = json.loads(output_json)
+        if isinstance(data, dict):
+            for k in sorted(prose_keys & set(data)):
+                v = data[k]
+                if isinstance(v, str) and v.strip() and not _FINISHED.search(v):
+                    return 0.0, {"cut": f"{k} ends mid-sentence", "tail": v[-40:]}
+    return 1.0, None
+
+
+def _unclosed(text: str) -> bool:
+    """True when brackets or a string opened in ``text`` are still open at its end."""
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+    return in_str or depth > 0
 
 
 def score_length(content: str, min_chars: int, max_chars: int) -> float:
@@ -85,20 +153,25 @@ def score_lang_match(content: str, dialogue_lang: str) -> float:
 
 
 _CHAR_LOOP = re.compile(r"(\S)\1{11,}|(\S{2,6})\2{5,}")
+# a phrase said five times in a row ("Oakland Oakland Oakland...", "客服先向客户致歉客服先向客户致歉...")
+_PHRASE_LOOP = re.compile(r"(.{2,40}?)\s*(?:\1\s*){4,}", re.DOTALL)
 
 
 def score_repetition(content: str, n: int = 3) -> float:
-    """Share of distinct n-grams: 1.0 for varied text, near 0 for a loop.
+    """Share of distinct n-grams (the lowest of the whole answer and of each line, i.e. each JSON
+    value): 1.0 for varied text, near 0 for a loop.
 
     A run of one character or a short chunk repeated many times ("!!!!!!!!!!!!", "哈哈哈哈…",
     "abcabcabc…") is a loop even when it is a single token, and scores 0.
     """
-    if _CHAR_LOOP.search(content):
+    if _CHAR_LOOP.search(content) or _PHRASE_LOOP.search(content):
         return 0.0
-    grams = ngrams(tokens(content), n)
-    if len(grams) < 2:
-        return 1.0
-    return len(set(grams)) / len(grams)
+    scores = []
+    for line in [content, *content.splitlines()]:  # the whole answer, and each JSON value on its own
+        grams = ngrams(tokens(line), n)
+        if len(grams) >= 2:
+            scores.append(len(set(grams)) / len(grams))
+    return min(scores, default=1.0)
 
 
 def score_copy(content: str, dialogue_text: str, n: int) -> float:
@@ -165,6 +238,30 @@ def score_pii_leak(content: str) -> tuple[float, dict[str, list[str]] | None]:
     return 0.0, by_type
 
 
+_SECOND_PERSON = re.compile(r"[您你]|(?i:\byou(?:r|rs|'ll|'re|'ve|'d)?\b)")
+_SENTENCE_END = re.compile(r"[。！？!?]|\.(?=\s+[A-Z])")
+_THIRD_PERSON_CUSTOMER = re.compile(r"客户|顾客|(?i:\bthe customer\b|\bthe guest\b|\bthe tenant\b)")
+
+
+def score_task_form(values: list[str], form: str) -> tuple[float, dict[str, str] | None]:
+    """0 when the answer has another task's form (the instruction was not followed):
+    ``phrases``: an extracted value that is two sentences or speaks to someone (a reply pasted
+    into a field); ``report``: a summary or analysis that addresses the reader as "you"/您 (a
+    reply instead of a report); ``reply``: a reply that talks about "the customer"/客户 instead
+    of to them (a summary instead of a reply). Quotes are skipped: quoting the dialogue is fine."""
+    if form == "any":
+        return 1.0, None
+    for v in values:
+        text = re.sub(r"“[^”]*”|\"[^\"]*\"|「[^」]*」", "", v)
+        if form == "phrases" and (len(_SENTENCE_END.findall(text.rstrip("。.!！?？ "))) >= 1 or _SECOND_PERSON.search(text)):
+            return 0.0, {"form": form, "value": v[:80]}
+        if form == "report" and _SECOND_PERSON.search(text):
+            return 0.0, {"form": form, "value": v[:80]}
+        if form == "reply" and _THIRD_PERSON_CUSTOMER.search(text):
+            return 0.0, {"form": form, "value": v[:80]}
+    return 1.0, None
+
+
 @dataclass(frozen=True)
 class RuleContext:
     task_family: str
@@ -175,26 +272,32 @@ class RuleContext:
     min_chars: int
     max_chars: int
     boilerplate_check: bool = True
+    form: str = "any"  # task_families.*.form
 
 
 def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int,
                  echo_shingle_size: int = 4) -> tuple[dict[str, float], dict[str, Any]]:
     """Rule dimensions of one label, and the evidence for those that found something."""
     content = content_text(label["output_text"], label["output_json"])
-    echo, echoed = score_echo(content, ctx.instruction_text, echo_shingle_size)
+    values = content_text(label["output_text"], label["output_json"], skip_keys=label_keys(ctx.schema))
+    cut, cut_hit = score_not_truncated(label["finish_reason"], label["output_text"], label["output_json"],
+                                       marked_keys(ctx.schema, "prose"))
+    form, form_hit = score_task_form(values.splitlines() if label["output_json"] else [], ctx.form)
+    echo, echoed = score_echo(values, ctx.instruction_text, echo_shingle_size)
     refusal, refusal_hit = score_refusal(content, ctx.boilerplate_check)
     pii, pii_hit = score_pii_leak(label["output_text"] or "")
     dims = {
         "schema_valid": score_schema_valid(label["output_json"], ctx.schema),
         "non_empty": score_non_empty(content),
-        "not_truncated": score_not_truncated(label["finish_reason"]),
+        "not_truncated": cut,
         "length_ok": score_length(content, ctx.min_chars, ctx.max_chars),
-        "lang_match": score_lang_match(content, ctx.dialogue_lang),
+        "lang_match": score_lang_match(values, ctx.dialogue_lang),
         "repetition": score_repetition(content),
         "copy": score_copy(content, ctx.dialogue_text, shingle_size),
         "echo": echo,
         "refusal": refusal,
         "pii_leak": pii,
+        "task_form": form,
     }
     findings: dict[str, Any] = {}
     if dims["schema_valid"] < 1.0:
@@ -207,6 +310,10 @@ def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int,
         findings["refusal"] = refusal_hit
     if pii_hit:
         findings["pii_leak"] = pii_hit
+    if form_hit:
+        findings["task_form"] = form_hit
+    if cut_hit:
+        findings["not_truncated"] = cut_hit
     assert set(dims) == set(RULE_DIMENSIONS)
     return dims, findings
 

@@ -86,13 +86,15 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
         dtext = dialogue_text.get(p["dialogue_id"], "")
         schema = output_schemas[p["output_schema_id"]]
         ctx = rules.RuleContext(p["task_family"], p["lang"], dtext, f"{system}\n{instr.get('text', '')}", schema,
-                                fam.min_chars, fam.max_chars, p["task_family"] not in q.boilerplate_exempt_families)
+                                fam.min_chars, fam.max_chars, p["task_family"] not in q.boilerplate_exempt_families,
+                                fam.form)
         a = time.perf_counter()
         dims, findings = rules.score_record(label, ctx, q.shingle_size, q.echo_shingle_size)
         b = time.perf_counter()
         facts_text = rules.content_text(label["output_text"], label["output_json"], numbers=False,
-                                        skip_keys=NOT_CLAIMS)
-        dims["grounding"], unsupported = grounding.score_grounding(facts_text, dtext, prompt_text, amenities)
+                                        skip_keys=NOT_CLAIMS | rules.label_keys(schema))  # field names are not claims
+        dims["grounding"], unsupported = grounding.score_grounding(facts_text, dtext, prompt_text, amenities,
+                                                                   fam.lexical_support)
         expected = json.loads(instr.get("expected_fields") or "[]")
         content = rules.content_text(label["output_text"], label["output_json"])
         dims["coverage"], missing = grounding.score_coverage(content, label["output_json"], expected, schema)

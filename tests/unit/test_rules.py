@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,64 @@ def test_schema_validity():
 def test_non_empty_and_truncation():
     assert rules.score_non_empty("   \n ") == 0.0
     assert rules.score_non_empty("ok 1") == 1.0
-    assert rules.score_not_truncated("length") == 0.0
-    assert rules.score_not_truncated("stop") == 1.0
+    assert rules.score_not_truncated("length")[0] == 0.0
+    assert rules.score_not_truncated("stop") == (1.0, None)
+
+
+SUMMARY_SCHEMA = json.loads(Path("config/output_schemas/summarisation.json").read_text(encoding="utf-8"))
+IE_SCHEMA = json.loads(Path("config/output_schemas/information_extraction.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"summary": "客户想在浦东租一套一室一厅，预算每月', "unfinished JSON"),  # cut by a proxy, reported "stop"
+    ('{"summary": "The customer wanted a 1-bedroom flat in Oakland for abo", "key_points": []}', "summary ends mid-sentence"),
+    ('{"summary": "客户想在浦东租一套一室一厅，预算每", "key_points": ["预算5200元"]}', "summary ends mid-sentence"),
+])
+def test_truncation_is_read_from_the_content_whatever_the_finish_reason(text, why):
+    from dialinsight_core.llm import parse_json
+
+    score, hit = rules.score_not_truncated("stop", text, parse_json(text), rules.marked_keys(SUMMARY_SCHEMA, "prose"))
+    assert score == 0.0 and why in hit["cut"]
+
+
+def test_finished_answers_are_not_truncated():
+    for text in ('{"summary": "客户想租房。", "key_points": []}', '{"summary": "The viewing is on Friday.", "key_points": []}',
+                 '{"summary": "他说：“好的”", "key_points": ["未完"]}'):  # a key point need not be a sentence
+        assert rules.score_not_truncated("stop", text, text, rules.marked_keys(SUMMARY_SCHEMA, "prose")) == (1.0, None)
+
+
+def test_language_and_echo_read_values_not_schema_field_names():
+    """A clean Chinese extraction with English field names (or the instruction's own Chinese field
+    names) is Chinese and does not echo the instruction."""
+    ctx = rules.RuleContext("information_extraction", "zh", "我想在浦东租一套一室一厅，预算每月5200元左右。",
+                            "列出客户提出的所有房源要求（如户型、预算、楼层、位置），每项给出字段名和客户给出的值。", IE_SCHEMA,
+                            20, 1200, form="phrases")
+    for names in (("layout", "budget", "location"), ("户型", "预算", "位置")):
+        out = json.dumps({"fields": [{"name": n, "value": v} for n, v in zip(names, ("一室一厅", "每月5200元左右", "浦东"),
+                                                                             strict=True)]}, ensure_ascii=False)
+        dims, findings = rules.score_record({"output_text": out, "output_json": out, "finish_reason": "stop"}, ctx, 8)
+        assert dims["lang_match"] == 1.0 and dims["echo"] == 1.0, (names, findings)
+
+
+@pytest.mark.parametrize(("form", "values", "ok"), [
+    ("phrases", ["一室一厅", "每月5200元左右"], True),
+    ("phrases", ["好的，已经为您订好了。具体入住时间我马上帮您确认"], False),  # a reply pasted into a field
+    ("report", ["客户想租一室一厅，经纪人约了周六看房。"], True),
+    ("report", ["押金是5000元，周六我在门口等您。"], False),  # a reply instead of a summary
+    ("reply", ["押金是5000元，周六我在门口等您。"], True),
+    ("reply", ["客户想租一室一厅，经纪人约了周六看房。"], False),  # a summary instead of a reply
+    ("report", ["The agent said: \"see you Friday\"."], True),  # quoting the dialogue is fine
+    ("reply", ["I'll see you on Friday at 3pm."], True),
+    ("reply", ["The customer wanted a flat and the agent booked a viewing."], False),
+])
+def test_task_form(form, values, ok):
+    assert (rules.score_task_form(values, form)[0] == 1.0) is ok
+
+
+def test_repetition_inside_one_value_is_caught():
+    content = "1\nOakland Oakland Oakland Oakland Oakland Oakland Oakland Oakland\nabout $5200 a month"
+    assert rules.score_repetition(content) == 0.0
+    assert rules.score_repetition("客服先向客户致歉" * 8 + "\n确认了购买价格和保修状态") < 0.5
 
 
 def test_length_bounds():

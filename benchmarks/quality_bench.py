@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - table rows are built one per line
 """False rejects of clean answers and catch rate of each defect kind, on the labelled set
 (tests/fixtures/quality_labelled, built by benchmarks/quality_set.py), through the real cheap
 cascade (``quality.scoring.score_labels``: rules + grounding, the bundled config's thresholds;

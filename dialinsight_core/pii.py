@@ -63,7 +63,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
                             r"@?([A-Za-z0-9][A-Za-z0-9._-]{2,})"), 1),
     ("username", re.compile(r"(?<![\w@.])@[A-Za-z][A-Za-z0-9_]{2,}\b"), 0),
     # bank card without a cue: 16-19 digits, optionally grouped by 4, Luhn-valid
-    ("bank_card", re.compile(r"(?<![\d-])(?:\d{4}[ -]?){3}\d{4}(?:[ -]?\d{1,3})?(?![\d-])"), 0),
+    ("bank_card", re.compile(r"(?<![\d.-])(?:\d{4}[ -]?){3}\d{4}(?:[ -]?\d{1,3})?(?![\d-]|\.\d)"), 0),  # not a float's digits
     # phones: Chinese mobile (optionally +86), Chinese landline with area code, international, NANP
     ("phone", re.compile(r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?!\d)"), 0),
     ("phone", re.compile(r"(?<!\d)0\d{2,3}-\d{7,8}(?!\d)"), 0),

@@ -262,6 +262,18 @@ def score_task_form(values: list[str], form: str) -> tuple[float, dict[str, str]
     return 1.0, None
 
 
+def _form_values(output_json: str | None, values: str, ctx: RuleContext) -> list[str]:
+    """What the task_form rule reads: for a reply, the field spoken to the customer (``"x-dialinsight-
+    addressed"`` in the schema; its rationale may well name "the customer"); else every value."""
+    if not output_json:
+        return []
+    if ctx.form != "reply":
+        return values.splitlines()
+    data = json.loads(output_json)
+    keys = marked_keys(ctx.schema, "addressed")
+    return [v for k, v in data.items() if k in keys and isinstance(v, str)] if isinstance(data, dict) else []
+
+
 @dataclass(frozen=True)
 class RuleContext:
     task_family: str
@@ -282,7 +294,7 @@ def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int,
     values = content_text(label["output_text"], label["output_json"], skip_keys=label_keys(ctx.schema))
     cut, cut_hit = score_not_truncated(label["finish_reason"], label["output_text"], label["output_json"],
                                        marked_keys(ctx.schema, "prose"))
-    form, form_hit = score_task_form(values.splitlines() if label["output_json"] else [], ctx.form)
+    form, form_hit = score_task_form(_form_values(label["output_json"], values, ctx), ctx.form)
     echo, echoed = score_echo(values, ctx.instruction_text, echo_shingle_size)
     refusal, refusal_hit = score_refusal(content, ctx.boilerplate_check)
     pii, pii_hit = score_pii_leak(label["output_text"] or "")

@@ -52,19 +52,24 @@ def _good_text(user: str, salt: str, zh: bool) -> str:
     """A grounded answer: words of the dialogue, plus the key words of the instruction (so it
     covers the fields the instruction asks for); a ``reply`` ends with a question."""
     instr = _instruction(user)
-    words = [w for w in re.findall(r"[A-Za-z]{4,}", user) if w.lower() not in {"dialogue", "agent", "customer"}]
+    words = [w for w in re.findall(r"[A-Za-z]{4,}", user)
+             if w.lower() not in {"dialogue", "agent", "customer", "your", "yours"}]  # a report addresses nobody
     h = int(hashlib.sha256((user + salt).encode()).hexdigest(), 16)
     dialogue = user[: user.find(instr)] if instr in user else user
     asks = sorted({w.lower() for w in re.findall(r"[A-Za-z]{3,}", instr)
                    if w.lower() in dialogue.lower() or w.lower() not in _AMENITY_WORDS})[:12]
     question = "" if not salt.startswith("reply") else ("您方便什么时候看房？" if zh else " When would you like to visit?")
     if zh:
-        chars = _CJK.findall(user) or ["房"]
+        chars = [c for c in _CJK.findall(user) if c not in "您你"] or ["房"]  # a report addresses nobody
         picked = "".join(chars[(h >> i) % len(chars)] for i in range(4))
-        return f"客户关注{picked}等问题，经纪人给出了回应并确认了下一步安排。{question}"
+        if question:  # a reply speaks to the customer
+            return f"好的，关于{picked}的问题我这边帮您确认。{question}"
+        return f"客户关注{picked}等问题，经纪人给出了回应并确认了下一步安排。"
     picked = ", ".join(sorted({words[(h >> (3 * i)) % len(words)].lower() for i in range(3)})) if words else "the flat"
     covered = f" Covered: {', '.join(asks)}." if asks and "1" not in salt else ""  # once per answer, not per item
-    return _TEMPLATES[h % len(_TEMPLATES)].format(picked=picked) + covered + question
+    if question:
+        return f"Sure, I can help with {picked}.{covered}{question}"
+    return _TEMPLATES[h % len(_TEMPLATES)].format(picked=picked) + covered
 
 
 def is_judge(body: dict[str, Any]) -> bool:
@@ -103,17 +108,42 @@ def judge_answer(body: dict[str, Any], behaviour: str) -> str:
                                   strict=True))})
 
 
-def fill(schema: dict[str, Any], make_text: Callable[[str], str]) -> Any:
-    """A value that validates against the (simple) JSON schemas the platform uses."""
+def _phrase(text: str) -> str:
+    """A text as one phrase, as an extracted value reads: no sentence ends inside it."""
+    return re.sub(r"[.;:!?。；：！？]+", ",", text.strip())[:60].strip(" ,，") or text[:20]
+
+
+def _finished(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, ending as a sentence ends (a prose field is never cut)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rstrip(" ,，;；")
+    return cut + ("。" if _CJK.search(cut) else ".")
+
+
+def fill(schema: dict[str, Any], make_text: Callable[[str], str], shape: bool = True) -> Any:
+    """A value that validates against the (simple) JSON schemas the platform uses, in the form the
+    schema marks ask for: a label (``x-dialinsight-label``) is a short name, its sibling values
+    are phrases, and a prose field (``x-dialinsight-prose``) ends as a sentence ends (``shape=False``:
+    the text as is, cut at maxLength, for defects that must stay what they are)."""
     t = schema.get("type")
     if "enum" in schema:  # a choice: pick one deterministically from the text
         return schema["enum"][len(make_text("")) % len(schema["enum"])]
     if t == "object":
         props = schema.get("properties", {})
-        return {k: fill(v, lambda s, k=k: make_text(k + s)) for k, v in props.items()}
+        labelled = shape and any(v.get("x-dialinsight-label") for v in props.values())
+        out = {}
+        for k, v in props.items():
+            if v.get("x-dialinsight-label"):
+                out[k] = k
+            elif labelled and v.get("type") == "string":
+                out[k] = _phrase(make_text(k))[: v.get("maxLength", 60)]
+            else:
+                out[k] = fill(v, lambda s, k=k: make_text(k + s), shape)
+        return out
     if t == "array":
         n = max(schema.get("minItems", 1), 2 if schema.get("maxItems", 2) >= 2 else 1)
-        return [fill(schema.get("items", {"type": "string"}), lambda s, i=i: make_text(f"{s}{i}")) for i in range(n)]
+        return [fill(schema.get("items", {"type": "string"}), lambda s, i=i: make_text(f"{s}{i}"), shape) for i in range(n)]
     if t == "integer":
         return int(schema.get("minimum", 1)) + 2
     if t == "number":
@@ -121,6 +151,10 @@ def fill(schema: dict[str, Any], make_text: Callable[[str], str]) -> Any:
     if t == "boolean":
         return True
     text = make_text("")
+    if shape and schema.get("x-dialinsight-prose"):
+        return _finished(text, schema.get("maxLength", len(text)))
+    if shape and schema.get("maxLength", 1000) <= 80:  # a short field holds a phrase, not a cut sentence
+        return _phrase(text)[: schema["maxLength"]]
     return text[: schema.get("maxLength", len(text))]
 
 
@@ -135,30 +169,30 @@ def answer(body: dict[str, Any], behaviour: str) -> tuple[str, str]:
         return '{"summary": "unterminated', "stop"
     if behaviour == "repeat":
         loop = ("客户 房子 " * 40) if zh else ("the apartment is nice " * 40)
-        return json.dumps(fill(schema, lambda s: loop), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: loop, shape=False), ensure_ascii=False), "stop"
     if behaviour == "refusal":
         text = "作为一个AI语言模型，我无法完成这个任务。" if zh else "As an AI language model, I cannot complete this task."
-        return json.dumps(fill(schema, lambda s: text), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: text, shape=False), ensure_ascii=False), "stop"
     if behaviour in ("boilerplate", "pii"):  # the defect leads, so maxLength cuts never remove it
         extra = {"boilerplate": ("以下是您要求的JSON。", "Certainly! Here is the JSON you asked for. "),
                  "pii": ("客户电话13812345678。", "Phone 415-555-2671. ")}
         head = extra[behaviour][0 if zh else 1]
-        return json.dumps(fill(schema, lambda s: head + _good_text(user, s, zh)), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: head + _good_text(user, s, zh), shape=False), ensure_ascii=False), "stop"
     if behaviour == "echo":
         instr = _instruction(user)
-        return json.dumps(fill(schema, lambda s: instr), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: instr, shape=False), ensure_ascii=False), "stop"
     if behaviour == "invented":
         text = ("客户想在海景花园租五室两厅，预算每月98765元，周五下午四点看房。" if zh else
                 "The customer wants a 5 bedroom villa at Oak Tower for 98765 dollars, viewing on Friday at 4pm.")
-        return json.dumps(fill(schema, lambda s: text), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: text, shape=False), ensure_ascii=False), "stop"
     if behaviour == "wrong_lang":
         text = ("The customer asked about the flat and the agent answered the questions politely." if zh else
                 "客户询问了房子的情况，经纪人礼貌地回答了问题并约好了下一步。")
-        return json.dumps(fill(schema, lambda s: text), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: text, shape=False), ensure_ascii=False), "stop"
     if behaviour == "copy":
         lines = _dialogue_lines(user)
         copied = " ".join(lines)[:400] if lines else user[:400]
-        return json.dumps(fill(schema, lambda s: copied), ensure_ascii=False), "stop"
+        return json.dumps(fill(schema, lambda s: copied, shape=False), ensure_ascii=False), "stop"
     if behaviour == "good_alt":  # another good answer to the same prompt (a model that changed overnight)
         return json.dumps(fill(schema, lambda s: _good_text(user, s + "~alt", zh)), ensure_ascii=False), "stop"
     content = json.dumps(fill(schema, lambda s: _good_text(user, s, zh)), ensure_ascii=False)

@@ -43,6 +43,7 @@ def test_recall(text, kind, span):
     "budget 3500-4000, 2 bedroom apartment, 1.5万押金",
     "ID 110105194912310021 has a wrong checksum",  # not a valid resident ID
     "1234 5678 9012 3456 is not a card",  # fails Luhn and nothing names it a card
+    '{"observed": 0.2631578947368421, "min_value": 0.5}',  # a float's 16 digits (Luhn-valid) are no card
     "我想打出租车去看房，王府井附近，月租4500元，3室1厅，第5层。",
     "Maple Court on Grant Street has 2 bedrooms in May for $1,200.",
 ])

@@ -54,7 +54,8 @@ def score(dialogues: list[dict[str, Any]], labels: list[dict[str, Any]]) -> list
         fam = lab["task_family"]
         schema_id = settings.task_families[fam].output_schema_id
         messages = render_messages(env, lang=d["lang"], scene="*", turns=d["turns"], instruction=instr[lab["instruction_id"]]["text"],
-                                   variant="plain", fields=schema_fields(out_schemas[schema_id]))
+                                   variant="plain", fields=schema_fields(out_schemas[schema_id]),
+                                   domain=settings.domain_of(None))
         prompts.append({"prompt_id": lab["label_id"], "dialogue_id": d["dialogue_id"], "instruction_id": lab["instruction_id"],
                         "task_family": fam, "scene": "*", "lang": d["lang"], "output_schema_id": schema_id, "template_id": "t",
                         "variant": "plain", "messages": json.dumps(messages, ensure_ascii=False), "sampling_weight": 1.0,

@@ -79,6 +79,8 @@ class SourceSettings(_Model):
     # marks only that part (e.g. {account_id: "客户编号\\s*(\\w{8})", username: "\\bu/[a-z0-9_]+"});
     # types: account_id, username, name, phone, email, id_number, bank_card, street_address, unit_number
     pii_patterns: dict[PiiKind, str] = Field(default_factory=dict)
+    # what the conversations are about (a key of `domains`): the system prompt's domain, role names, scenes
+    domain: str = "real_estate"
 
     @field_validator("encoding")
     @classmethod
@@ -146,6 +148,32 @@ class TaxonomySettings(_Model):
         if unknown:
             raise ValueError(f"behaviours name roles {unknown} that are not in roles {self.roles}")
         return self
+
+
+class DomainSettings(_Model):
+    """What a source's conversations are about (docs/ingest.md, "Domains"): the words prompts use
+    for the domain and the two roles, per prompt language, and optionally the domain's own scene
+    taxonomy (else ``taxonomy.scenes``). Real estate is the default, not a constant."""
+
+    name: dict[str, str]  # prompt language -> the domain as the system prompt says it ({en: real-estate, zh: 房地产})
+    role_names: dict[str, dict[str, str]]  # prompt language -> role -> name ({zh: {agent: 经纪人, customer: 客户}})
+    scenes: dict[str, SceneSettings] = Field(default_factory=dict)
+    default_scene: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DomainSettings:
+        for lang in ("en", "zh"):
+            if lang not in self.name or set(self.role_names.get(lang, {})) < {"agent", "customer"}:
+                raise ValueError(f"a domain needs name.{lang} and role_names.{lang}.agent/.customer")
+        if self.scenes and self.default_scene not in self.scenes:
+            raise ValueError(f"default_scene {self.default_scene!r} is not one of the domain's scenes {sorted(self.scenes)}")
+        return self
+
+
+def _real_estate() -> dict[str, DomainSettings]:
+    return {"real_estate": DomainSettings(name={"en": "real-estate", "zh": "房地产"},
+                                          role_names={"en": {"agent": "Agent", "customer": "Customer"},
+                                                      "zh": {"agent": "经纪人", "customer": "客户"}})}
 
 
 class TaskFamilySettings(_Model):
@@ -374,6 +402,7 @@ class Settings(_Model):
     sources: list[SourceSettings]
     ingest: IngestSettings = IngestSettings()
     taxonomy: TaxonomySettings
+    domains: dict[str, DomainSettings] = Field(default_factory=_real_estate)
     task_families: dict[str, TaskFamilySettings]
     prompts: PromptSettings = PromptSettings()
     instructions: InstructionSettings = InstructionSettings()
@@ -390,7 +419,9 @@ class Settings(_Model):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"task_families target_share values must sum to 1 (got {total:.4f})")
         for src in self.sources:
-            bad = sorted(set(src.scene_map.values()) - set(self.taxonomy.scenes))
+            if src.domain not in self.domains:
+                raise ValueError(f"sources[{src.name}].domain {src.domain!r} is not one of domains {sorted(self.domains)}")
+            bad = sorted(set(src.scene_map.values()) - set(self.scenes_of(src.domain)[0]))
             if bad:
                 raise ValueError(f"sources[{src.name}].scene_map names unknown scenes {bad}")
         if not self.sources:
@@ -400,6 +431,22 @@ class Settings(_Model):
         if bad_cols:
             raise ValueError(f"gates.collapse.columns names unknown columns {bad_cols}; known: {sorted(known_cols)}")
         return self
+
+    def domain_of(self, source: str | None) -> DomainSettings:
+        """The domain of the source named ``source`` (the default domain for any other name)."""
+        name = next((s.domain for s in self.sources if s.name == source), "real_estate")
+        return self.domains.get(name) or next(iter(self.domains.values()))
+
+    def scenes_of(self, domain: str | None) -> tuple[dict[str, SceneSettings], str]:
+        """(scenes, default scene) of a domain: its own taxonomy, else ``taxonomy.scenes``."""
+        d = self.domains.get(domain or "")
+        if d is not None and d.scenes:
+            return d.scenes, d.default_scene or next(iter(d.scenes))
+        return self.taxonomy.scenes, self.taxonomy.default_scene
+
+    def all_scenes(self) -> set[str]:
+        """Every scene name of the taxonomy and of every domain (what an instruction may name)."""
+        return set(self.taxonomy.scenes).union(*(d.scenes for d in self.domains.values()))
 
     def with_engine(self, overrides: dict[str, Any]) -> Settings:
         """These settings with ``overrides`` applied over the ``engine`` section (a task's own engine)."""

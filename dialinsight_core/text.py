@@ -25,8 +25,6 @@ _LETTER = re.compile(r"[A-Za-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # runs of ideographs (segmented by jieba), of digits (a decimal point stays inside), of other letters
 _RUN = re.compile(r"(?P<cjk>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|(?P<num>\d+(?:\.\d+)?)|(?P<word>[^\W\d_]+)")
 
-# how prompts, the judge and the scorers name the two canonical roles, per prompt language
-ROLE_NAMES = {"en": {"agent": "Agent", "customer": "Customer"}, "zh": {"agent": "经纪人", "customer": "客户"}}
 
 
 def detect_lang(text: str) -> str:
@@ -112,6 +110,47 @@ def tagged_words(text: str) -> tuple[tuple[str, str], ...]:
 
     segmenter()
     return tuple((p.word, p.flag) for p in jieba.posseg.cut(text))
+
+
+def keyword_count(keyword: str, text: str, first: bool = False) -> int:
+    """Occurrences of a taxonomy keyword in ``text`` on word boundaries: English words as words
+    ("hi" is not in "this"), Chinese keywords only where a word of the segmenter starts (租 is in
+    我想租房 and 租金, not in 出租车; 电话 is in 电话号码). Punctuation keywords ("?", "[name_") match anywhere.
+    Both sides are folded, so full-width forms count. ``first``: stop at the first one."""
+    kw, low = fold(keyword), fold(text)
+    if not kw:
+        return 0
+    if not (kw[0].isalnum() or CJK.match(kw)):
+        return min(low.count(kw), 1) if first else low.count(kw)
+    if not CJK.search(kw):
+        n = 0
+        for _ in re.finditer(rf"(?<![a-z0-9]){re.escape(kw)}(?![a-z0-9])", low):
+            n += 1
+            if first:
+                break
+        return n
+    if kw not in low:
+        return 0
+    starts = _word_starts(low)
+    n = 0
+    for m in re.finditer(re.escape(kw), low):
+        if m.start() in starts:
+            n += 1
+            if first:
+                break
+    return n
+
+
+@lru_cache(maxsize=16384)
+def _word_starts(folded: str) -> frozenset[int]:
+    """Offsets where the segmenter's words start in an already folded text."""
+    starts = set()
+    for m in _RUN.finditer(folded):
+        pos = m.start()
+        for w in segmenter().lcut(m.group(), HMM=False) if m.lastgroup == "cjk" else [m.group()]:
+            starts.add(pos)
+            pos += len(w)
+    return frozenset(starts)
 
 
 def tokens(text: str) -> tuple[str, ...]:

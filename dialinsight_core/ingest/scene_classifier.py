@@ -28,21 +28,28 @@ def classify_scenes_llm(result: IngestResult, engine: Engine, settings: Settings
     if not todo:
         return IngestResult(result.turns, result.dialogues, result.quarantined,
                             {**result.stats, "llm_scene_classifier": stats}, result.index)
-    scenes = list(settings.taxonomy.scenes)
-    schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],
-              "additionalProperties": False}
     tpl = get_template("scene_classifier.j2")
     text_by = turn_lines(result.turns.select(["dialogue_id", "role", "text"]).to_pylist())
-    reqs = [LabelRequest(d["dialogue_id"], [{"role": "user", "content": tpl.render(
-        lang=prompt_lang(d["lang"]), dialogue="\n".join(text_by.get(d["dialogue_id"], []))[:4000],
-        scenes=[(n, settings.taxonomy.scenes[n].description) for n in scenes])}], schema) for d in todo]
+    reqs, allowed = [], {}
+    for d in todo:  # each dialogue picks among its own domain's scenes, in its domain's words
+        domain = settings.domain_of(d["source"])
+        scene_defs, _ = settings.scenes_of(next((s.domain for s in settings.sources if s.name == d["source"]), None))
+        scenes = list(scene_defs)
+        allowed[d["dialogue_id"]] = scenes
+        schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],
+                  "additionalProperties": False}
+        lang = prompt_lang(d["lang"])
+        reqs.append(LabelRequest(d["dialogue_id"], [{"role": "user", "content": tpl.render(
+            lang=lang, domain=domain.name[lang], role_names=domain.role_names[lang],
+            dialogue="\n".join(text_by.get(d["dialogue_id"], []))[:4000],
+            scenes=[(n, scene_defs[n].description) for n in scenes])}], schema))
     answers = {}
     for req, res in zip(reqs, engine.generate(reqs), strict=True):
         try:
             scene = json.loads(res.output_text or "")["scene"] if not res.error_code else None
         except (json.JSONDecodeError, TypeError, KeyError):
             scene = None
-        answers[req.prompt_id] = scene if scene in scenes else None
+        answers[req.prompt_id] = scene if scene in allowed[req.prompt_id] else None
     new_scene: dict[str, str] = {}
     for d in dialogues:
         if d["dialogue_id"] not in answers:

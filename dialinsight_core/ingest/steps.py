@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from dialinsight_core.contracts import StepStats
 from dialinsight_core.dedup import LSHIndex, MinHasher
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
 from dialinsight_core.pii import Redactor, compile_patterns
-from dialinsight_core.text import clean_text, detect_lang, normalise_text
+from dialinsight_core.text import clean_text, detect_lang, fold, keyword_count, normalise_text
 
 STAGE = "ingest"
 Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
@@ -264,28 +263,24 @@ def classify_scene_with_source(text: str, hints: list[str], source: SourceSettin
     for hint in hints:
         if hint in source.scene_map:
             return source.scene_map[hint], "source"
-    lowered = text.lower()
-    best, best_hits = settings.taxonomy.default_scene, 0
-    for name, scene in settings.taxonomy.scenes.items():
-        hits = sum(lowered.count(k.lower()) for k in scene.keywords)
+    scenes, best = settings.scenes_of(source.domain)
+    best_hits = 0
+    for name, scene in scenes.items():
+        hits = sum(keyword_count(k, text) for k in dict.fromkeys(map(fold, scene.keywords)))
         if hits > best_hits:
             best, best_hits = name, hits
     return best, ("keywords" if best_hits else "default")
 
 
-def _keyword_in(keyword: str, low: str) -> bool:
-    """Chinese keywords match as substrings; English ones on word boundaries ("hi" not in "this")."""
-    if not keyword.isascii() or not keyword[0].isalnum():  # Chinese, or punctuation such as "?" / "[name_"
-        return keyword in low
-    return re.search(rf"(?<![a-z]){re.escape(keyword)}(?![a-z])", low) is not None
+def _keyword_in(keyword: str, text: str) -> bool:
+    return keyword_count(keyword, text, first=True) > 0
 
 
 def classify_behaviour(role: str, text: str, settings: Settings) -> str:
     """Keyword classifier of what a turn does (greet, state_need, quote_price, ...); 'other' if nothing matches."""
-    low = text.lower()
     best, best_hits = "other", 0
     for name, keywords in settings.taxonomy.behaviours.get(role, {}).items():
-        hits = sum(1 for k in keywords if _keyword_in(k.lower(), low))
+        hits = sum(1 for k in dict.fromkeys(map(fold, keywords)) if _keyword_in(k, text))  # "？" and "?" are one keyword
         if hits > best_hits:
             best, best_hits = name, hits
     return best

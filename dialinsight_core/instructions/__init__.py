@@ -52,7 +52,7 @@ def load_library(settings: Settings, path: str | Path | None = None) -> pa.Table
         raise LibraryError(f"{lib_path}: library_version is required")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    scenes = set(settings.taxonomy.scenes) | {"*"}
+    scenes = settings.all_scenes() | {"*"}
     for i, entry in enumerate(doc["instructions"]):
         where = f"{lib_path.name}: instructions[{i}]"
         if not isinstance(entry, dict):

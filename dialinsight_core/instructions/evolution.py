@@ -83,7 +83,7 @@ def seed_request(request_id: str, *, scene: str, role_focus: str, family: str, o
     """Stage 1: ask for ``n`` diverse instructions for one (scene, role focus, task family) cell."""
     user = template_env().get_template("seed_instructions.j2").render(
         lang=lang, scene=scene, scene_description=settings.taxonomy.scenes[scene].description, role_focus=role_focus,
-        family=family, objective=objective, dialogues=dialogues, n=n)
+        family=family, objective=objective, dialogues=dialogues, n=n, domain=settings.domain_of(None).name[prompt_lang(lang)])
     return LabelRequest(request_id, [{"role": "user", "content": user}], SEED_SCHEMA)
 
 

@@ -17,10 +17,10 @@ import pyarrow as pa
 from jinja2 import Environment
 
 from dialinsight_core import schemas
-from dialinsight_core.config import Settings
+from dialinsight_core.config import DomainSettings, Settings
 from dialinsight_core.contracts import PromptStats
 from dialinsight_core.templating import template_env
-from dialinsight_core.text import ROLE_NAMES, prompt_lang, stable_id, stable_int
+from dialinsight_core.text import prompt_lang, stable_id, stable_int
 
 STAGE = "prompts"
 TEMPLATE_ID = "chat-v1"
@@ -39,12 +39,14 @@ def schema_fields(schema: dict[str, Any]) -> list[str]:
 
 def render_messages(
     env: Environment, *, lang: str, scene: str, turns: list[dict[str, Any]], instruction: str, variant: str,
-    fields: list[str],
+    fields: list[str], domain: DomainSettings,
 ) -> list[dict[str, str]]:
+    """The chat messages of one prompt; the domain (of the dialogue's source) names the field and
+    the two roles in the system prompt and the dialogue."""
     lang_key = prompt_lang(lang)
-    system = env.get_template("system.j2").render(lang=lang_key)
-    dialogue = env.get_template("dialogue.j2").render(lang=lang_key, scene=scene, turns=turns,
-                                                      role_names=ROLE_NAMES[lang_key])
+    role_names = domain.role_names[lang_key]
+    system = env.get_template("system.j2").render(lang=lang_key, domain=domain.name[lang_key], role_names=role_names)
+    dialogue = env.get_template("dialogue.j2").render(lang=lang_key, scene=scene, turns=turns, role_names=role_names)
     ask = env.get_template(f"variant_{variant}.j2").render(lang=lang_key, instruction=instruction, fields=fields)
     return [{"role": "system", "content": system}, {"role": "user", "content": f"{dialogue}\n{ask}"}]
 
@@ -105,7 +107,7 @@ def build_prompts(
             variant = cfg.variants[int(rng.integers(len(cfg.variants)))]
             schema = output_schemas[ins["output_schema_id"]]
             messages = render_messages(env, lang=d["lang"], scene=d["scene"], turns=dturns, instruction=ins["text"],
-                                       variant=variant, fields=schema_fields(schema))
+                                       variant=variant, fields=schema_fields(schema), domain=settings.domain_of(d["source"]))
             rows.append({
                 "prompt_id": stable_id(did, ins["instruction_id"], ins["library_version"], TEMPLATE_ID, variant),
                 "dialogue_id": did,

@@ -23,7 +23,7 @@ from dialinsight_core.config import DIMENSIONS, GROUNDING_DIMENSIONS, JUDGE_DIME
 from dialinsight_core.contracts import ScoreStats
 from dialinsight_core.llm import Engine
 from dialinsight_core.quality import grounding, judge, rules
-from dialinsight_core.text import ROLE_NAMES, prompt_lang
+from dialinsight_core.text import prompt_lang
 
 STAGE = "score"
 NOT_CLAIMS = frozenset({"not_mentioned"})  # JSON keys whose values name what the dialogue lacks
@@ -46,15 +46,18 @@ def failed_thresholds(dims: dict[str, float | None], settings: Settings) -> list
     return [d for d, t in settings.quality.thresholds.items() if dims.get(d) is not None and dims[d] < t]
 
 
-def _dialogue_texts(turns: pa.Table) -> tuple[dict[str, str], dict[str, str]]:
+def _dialogue_texts(turns: pa.Table, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """Per dialogue: the turn texts alone (what copy and grounding compare against; role names
-    between turns would hide a pasted stretch) and the text with role names (what the judge reads)."""
+    between turns would hide a pasted stretch) and the text with role names of the source's domain
+    (what the judge reads)."""
     by_dialogue: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
-    for t in turns.select(["dialogue_id", "turn_idx", "role", "text", "lang"]).to_pylist():
+    source: dict[str, str] = {}
+    for t in turns.select(["dialogue_id", "turn_idx", "role", "text", "lang", "source"]).to_pylist():
         by_dialogue[t["dialogue_id"]].append((t["turn_idx"], t["role"], t["text"], t["lang"]))
+        source[t["dialogue_id"]] = t["source"]
     plain, named = {}, {}
     for d, rows in by_dialogue.items():
-        names = ROLE_NAMES[prompt_lang(rows[0][3])]
+        names = settings.domain_of(source[d]).role_names[prompt_lang(rows[0][3])]
         plain[d] = "\n".join(text for _, _, text, _ in sorted(rows))
         named[d] = "\n".join(f"{names.get(role, role)}: {text}" for _, role, text, _ in sorted(rows))
     return plain, named
@@ -72,7 +75,7 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
     t0 = time.perf_counter()
     prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
     instr_by_id = {i["instruction_id"]: i for i in instructions.to_pylist()}
-    dialogue_text, dialogue_named = _dialogue_texts(turns)
+    dialogue_text, dialogue_named = _dialogue_texts(turns, settings)
     amenities = tuple(q.amenities)
     rows: list[dict[str, Any]] = []
     t_rules = t_ground = 0.0

@@ -162,7 +162,19 @@ class Validate(Step):
 
 def validate(raw: RawDialogue, settings: Settings) -> list[Turn]:
     cfg = settings.ingest
-    turns = [(role, clean_text(text), meta) for role, text, meta in raw.turns]  # stored as spoken
+    turns: list[Turn] = []
+    events: list[str] = []
+    for role, text, meta in raw.turns:  # stored as spoken
+        if role == "drop":  # a speaker kind the source config maps away (e.g. a bot's menu prompts)
+            continue
+        if role == "event":  # a system event (call transferred, file sent): kept with the next turn, not a turn
+            events.append(clean_text(text))
+            continue
+        if events:
+            meta, events = {**meta, "events_before": events}, []
+        turns.append((role, clean_text(text), meta))
+    if events and turns:
+        turns[-1] = (turns[-1][0], turns[-1][1], {**turns[-1][2], "events_after": events})
     empty = [i for i, (_, t, _) in enumerate(turns) if not t]
     turns = [t for t in turns if t[1]]
     if len(turns) < cfg.min_turns:
@@ -174,7 +186,9 @@ def validate(raw: RawDialogue, settings: Settings) -> list[Turn]:
         raise InvalidDialogue("single_role", f"only role(s) {sorted(roles)} speak")
     unknown = roles - set(settings.taxonomy.roles)
     if unknown:
-        raise InvalidDialogue("unknown_role", f"roles {sorted(unknown)} not in {settings.taxonomy.roles}")
+        raise InvalidDialogue("unknown_role", f"roles {sorted(unknown)} not in {settings.taxonomy.roles}: map each in the "
+                              f"source's `roles:` to one of {settings.taxonomy.roles}, or to `drop` (left out) or "
+                              f"`event` (kept with the next turn's meta)")
     for i, (_, text, _) in enumerate(turns):
         if len(text) > cfg.max_turn_chars:
             raise InvalidDialogue("turn_too_long", f"turn {i} has {len(text)} chars (> {cfg.max_turn_chars})")
@@ -189,9 +203,19 @@ class Redact(Step):
 
     def process(self, rec: Record) -> None:
         redact = Redactor(compile_patterns(rec.source.pii_patterns))
-        redact.learn_names([t for _, t, _ in rec.turns])
-        rec.turns = [(role, redact(text), meta) for role, text, meta in rec.turns]
+        redact.learn_names([t for _, t, _ in rec.turns]
+                           + [e for _, _, m in rec.turns for k in ("events_before", "events_after") for e in m.get(k, [])])
+        rec.turns = [(role, redact(text), _redact_events(meta, redact)) for role, text, meta in rec.turns]
         rec.pii_counts = redact.counts
+
+
+def _redact_events(meta: dict[str, Any], redact: Redactor) -> dict[str, Any]:
+    """System events kept in a turn's meta are text too: redacted like the turns."""
+    out = dict(meta)
+    for key in ("events_before", "events_after"):
+        if key in out:
+            out[key] = [redact(e) for e in out[key]]
+    return out
 
 
 class Dedup(Step):

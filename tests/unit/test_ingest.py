@@ -436,3 +436,30 @@ def test_a_bad_csv_row_is_quarantined_with_its_line_and_the_rest_of_the_file_is_
     assert q["reason_detail"] == "line 4: 8 column(s) where the header has 4"
     assert "13812345678" not in q["record"] and "[PHONE_1]" in json.loads(q["record"])["head"]
     assert res.stats["files_read"] == 3 == res.stats["dialogues_kept"] + res.stats["quarantined"]
+
+
+def test_extra_speaker_kinds_map_to_drop_or_event(make_settings, tmp_path):
+    """A bot's menu prompts are left out (``drop``), a system event is kept with the next turn's meta
+    (``event``) and redacted like a turn; an unmapped kind says what to set."""
+    (tmp_path / "x.jsonl").write_text(json.dumps({"conv_id": "c1", "utterances": [
+        {"speaker": "机器人", "content": "请按1转人工服务。"},
+        {"speaker": "客户", "content": "我想租两室一厅，预算4500元。"},
+        {"speaker": "系统", "content": "通话已转接至经纪人黄芳，电话13912345678"},
+        {"speaker": "经纪人", "content": "您好，阳光花园有一套两室一厅，月租4500元。"},
+        {"speaker": "客户", "content": "好的，周六看房。"}]}, ensure_ascii=False) + "\n"
+        + json.dumps({"conv_id": "c2", "utterances": [{"speaker": "客户", "content": "你好"},
+                                                      {"speaker": "访客", "content": "在吗"},
+                                                      {"speaker": "经纪人", "content": "您好"}]}, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    fields = {"dialogue_id": "conv_id", "turns": "utterances", "role": "speaker", "text": "content"}
+    s = make_settings(DIALINSIGHT__SOURCES=json.dumps([{
+        "name": "crm", "adapter": "jsonl", "uri": str(tmp_path), "fields": fields,
+        "roles": {"客户": "customer", "经纪人": "agent", "机器人": "drop", "系统": "event"}}], ensure_ascii=False))
+    res = ingest(s)
+    turns = [t for t in res.turns.to_pylist() if t["dialogue_id"] == "crm:c1"]
+    assert [t["role"] for t in turns] == ["customer", "agent", "customer"]
+    assert "请按1" not in json.dumps(res.turns.to_pylist(), ensure_ascii=False)
+    events = json.loads(turns[1]["meta"])["events_before"]
+    assert events == ["通话已转接至经纪人[NAME_1]，电话[PHONE_1]"]
+    q = {r["reason_code"]: r["reason_detail"] for r in res.quarantined.to_pylist()}
+    assert "`drop`" in q["unknown_role"] and "`event`" in q["unknown_role"] and "访客" in q["unknown_role"]

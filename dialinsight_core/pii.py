@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
-from dialinsight_core.text import CJK, fold_map, segmenter
+from dialinsight_core.text import CJK, fold_map, segmenter, tagged_words
 
 __all__ = ["PII_TYPES", "PiiMatch", "Redactor", "compile_patterns", "find_names", "find_pii"]
 
@@ -296,7 +296,7 @@ def _zh_names(text: str) -> list[str]:
         return []
     jieba = segmenter()
     out: list[str] = []
-    seg = _posseg(text)
+    seg = tagged_words(text)
     for i, (w, flag) in enumerate(seg):
         prev = seg[i - 1][1] if i else ""
         if prev in ("r", "m", "q") and w[0] in _ZH_MEASURE:  # 这张卡, 两位, 一间: a measure word, not 张/位
@@ -339,14 +339,6 @@ def _zh_name_at(text: str, pos: int) -> str | None:
             and name[-1] not in _ZH_GIVEN_STOP:
         return name
     return None
-
-
-@lru_cache(maxsize=16384)
-def _posseg(text: str) -> tuple[tuple[str, str], ...]:
-    import jieba.posseg  # lazy: its tables take ~1 s to import; config (parsed with every DAG file) imports this module
-
-    segmenter()
-    return tuple((p.word, p.flag) for p in jieba.posseg.cut(text))
 
 
 def find_names(text: str) -> list[str]:

@@ -68,7 +68,7 @@ def test_each_planted_quality_defect_is_rejected_with_its_reason(make_settings, 
     plan = planted_mix(dict.fromkeys(kinds, 0.05))
     srv = fake_openai(plan)
     s = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="60", DIALINSIGHT__GATES__MIN_MEAN__SCHEMA_VALID="0",
-                  DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.5")
+                  DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.5", DIALINSIGHT__GATES__MIN_MEAN__PII_LEAK="0.9")
     out = run_all(RunContext(s, "2026-11-25", "manual__defects"))
     store = store_from_settings(s)
     snap = out["snapshot_uri"].split(store.uri + "/")[1]
@@ -77,6 +77,9 @@ def test_each_planted_quality_defect_is_rejected_with_its_reason(make_settings, 
     planted_kind = {p.prompt_id: plan({"messages": json.loads(p.messages)}) for p in prompts.itertuples()}
     family = dict(zip(prompts.prompt_id, prompts.task_family, strict=True))
     rej_reasons = {r.prompt_id: set(r.reason_code.split(",")) for r in rej.itertuples()}
+    # the pii_leak batch bound was relaxed for this run only because leaks are planted (5 %, plus chance):
+    # no answer but a planted one may leak
+    assert {p for p, r in rej_reasons.items() if "pii_leak" in r} <= {p for p, k in planted_kind.items() if k == "pii"}
     checked = {k: 0 for k in kinds}
     for pid, kind in planted_kind.items():
         if kind == "good":

@@ -52,10 +52,12 @@ def _good_text(user: str, salt: str, zh: bool) -> str:
     """A grounded answer: words of the dialogue, plus the key words of the instruction (so it
     covers the fields the instruction asks for); a ``reply`` ends with a question."""
     instr = _instruction(user)
-    words = [w for w in re.findall(r"[A-Za-z]{4,}", user)
-             if w.lower() not in {"dialogue", "agent", "customer", "your", "yours"}]  # a report addresses nobody
     h = int(hashlib.sha256((user + salt).encode()).hexdigest(), 16)
     dialogue = user[: user.find(instr)] if instr in user else user
+    words = [w for w in re.findall(r"[A-Za-z]{4,}", user)
+             if w.lower() not in {"dialogue", "agent", "customer", "your", "yours"}  # a report addresses nobody
+             and (w.lower() not in _AMENITY_WORDS or w.lower() in dialogue.lower())]  # a grounded answer names no
+    # amenity the dialogue lacks (the instruction's examples are not facts of the dialogue)
     asks = sorted({w.lower() for w in re.findall(r"[A-Za-z]{3,}", instr)
                    if w.lower() in dialogue.lower() or w.lower() not in _AMENITY_WORDS})[:12]
     question = "" if not salt.startswith("reply") else ("您方便什么时候看房？" if zh else " When would you like to visit?")

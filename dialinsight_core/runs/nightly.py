@@ -17,7 +17,7 @@ from typing import Any, cast
 import pyarrow as pa
 
 from dialinsight_core import publishing, schemas
-from dialinsight_core.config import RULE_DIMENSIONS
+from dialinsight_core.config import RULE_DIMENSIONS, Settings
 from dialinsight_core.contracts import (
     Baseline,
     GateKeys,
@@ -58,6 +58,30 @@ class BatchGateFailed(RuntimeError):
 
 class TooManyFailures(RuntimeError):
     """A label shard failed more requests than ``labeling.max_failure_rate`` allows."""
+
+
+# what a person should check first, per failure reason of a label request
+_FAILURE_HINTS = {
+    "connection_error": "the server did not answer: is it running and reachable from the worker?",
+    "timeout": "the server answered too slowly: is it overloaded? engine.timeout_s is {timeout_s:g} s",
+    "context_too_long": "prompts exceed the model's context: lower prompts.max_dialogue_chars or engine.max_tokens",
+    "bad_request": "the server rejected the request: does it support structured output (response_format json_schema)?",
+    "bad_body": "the server's replies are not OpenAI chat completions: is base_url the /v1 endpoint?",
+}
+
+
+def engine_hint(settings: Settings, by_reason: dict[str, int]) -> str:
+    """Which engine the requests went to and what to check, for a person reading a failed task's
+    log: the URL and a command that tests it, never the API key itself."""
+    e = settings.engine
+    if e.kind == "openai":
+        where = (f"Engine: OpenAI-compatible server at {e.base_url}, model {e.served_model_name or e.model} "
+                 f"(API key from ${e.api_key_env}). Test it from the worker: curl -s {str(e.base_url).rstrip('/')}/models")
+    else:
+        where = f"Engine: in-process vLLM, model {e.model}. Check the model folder exists on the worker and fits its memory"
+    hints = [h.format(timeout_s=e.timeout_s) for r, h in _FAILURE_HINTS.items() if r in by_reason]
+    hints += [f"{r}: the server returned HTTP {r[5:]}; see its log" for r in by_reason if r.startswith("http_")]
+    return where + (". " + "; ".join(hints) if hints else "") + "."
 
 
 def run_ingest(ctx: RunContext) -> IngestOut:
@@ -114,7 +138,8 @@ def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngin
     if rate > ctx.settings.labeling.max_failure_rate:
         raise TooManyFailures(
             f"shard {shard['shard']}: {res.stats['quarantined']}/{n} requests failed "
-            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}"
+            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}. "
+            + engine_hint(ctx.settings, res.stats["quarantined_by_reason"])
         )
     return {"keys": cast(LabelKeys, keys), "stats": res.stats}
 

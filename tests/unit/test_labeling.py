@@ -146,3 +146,23 @@ def test_failure_rate_over_the_limit_fails_the_shard_after_writing_it(make_setti
     with pytest.raises(TooManyFailures, match="http_500"):
         run_label_shard(ctx, {"shard": 0, "key": "work/shard.parquet", "n": prompts.num_rows})
     assert ctx.store.exists(ctx.key("label/shard-00000/quarantined.parquet"))  # the evidence stays
+
+
+def test_a_failed_label_task_says_which_server_it_tried_and_what_to_check(make_settings):
+    """Issue 14: "TooManyFailures: 4/4 requests failed ({'connection_error': 4})" named neither the
+    URL nor what to check. The message now does both, and never holds the API key."""
+    import socket
+
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    s = make_settings(DIALINSIGHT__ENGINE__KIND="openai", DIALINSIGHT__ENGINE__BASE_URL=url,
+                      DIALINSIGHT__ENGINE__MAX_RETRIES="0", DIALINSIGHT__ENGINE__API_KEY_ENV="DI_TEST_KEY")
+    ctx = RunContext(s, "2026-11-25", "manual__down")
+    prompts = _prompts(s, 2)
+    ctx.store.write_table("work/shard.parquet", prompts)
+    with pytest.raises(TooManyFailures) as err:
+        run_label_shard(ctx, {"shard": 0, "key": "work/shard.parquet", "n": prompts.num_rows})
+    msg = str(err.value)
+    assert "connection_error" in msg and url in msg and f"curl -s {url}/models" in msg
+    assert "did not answer" in msg and "$DI_TEST_KEY" in msg

@@ -11,7 +11,6 @@ still in the output verbatim.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import defaultdict
@@ -21,13 +20,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.jsonl import read_jsonl  # noqa: E402
 from dialinsight_core.pii import PLACEHOLDER_TYPES, Redactor  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "pii_labelled"
 
 
 def load(lang: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (FIXTURES / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()]
+    return read_jsonl(FIXTURES / f"{lang}.jsonl")
 
 
 def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:

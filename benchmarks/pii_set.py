@@ -11,9 +11,13 @@ signatures, role + name. Seeded: the same file on every run (``python benchmarks
 
 from __future__ import annotations
 
-import json
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl import write_jsonl
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pii_labelled"
 PER_TYPE = 300
@@ -213,12 +217,8 @@ def build() -> dict[str, list[dict]]:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
     for lang, rows in build().items():
-        with (OUT / f"{lang}.jsonl").open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"{lang}: {len(rows)} lines -> {OUT / f'{lang}.jsonl'}")
+        print(f"{lang}: {write_jsonl(OUT / f'{lang}.jsonl', rows)} lines -> {OUT / f'{lang}.jsonl'}")
 
 
 if __name__ == "__main__":

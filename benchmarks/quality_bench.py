@@ -20,6 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.jsonl import read_jsonl  # noqa: E402
 from dialinsight_core import schemas  # noqa: E402
 from dialinsight_core.config import load_settings  # noqa: E402
 from dialinsight_core.instructions import load_library, load_output_schemas  # noqa: E402
@@ -32,8 +33,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "quality_labelled"
 
 
 def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    read = lambda name: [json.loads(x) for x in (FIXTURES / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]  # noqa: E731
-    return read("dialogues"), read("labels")
+    return read_jsonl(FIXTURES / "dialogues.jsonl"), read_jsonl(FIXTURES / "labels.jsonl")
 
 
 def score(dialogues: list[dict[str, Any]], labels: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl import write_jsonl
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "quality_labelled"
 PER_DOMAIN = 20
@@ -26,8 +31,6 @@ INSTRUCTIONS = {"zh": {"information_extraction": "ie-004", "summarisation": "su-
                        "data_analysis": "da-002"}}
 DEFECTS = ("hallucinated_fact", "pii_leak", "wrong_language", "refusal", "truncated", "empty", "repetition", "copy",
            "instruction_ignored", "invalid_json")
-
-ZH_NUM = "零一二三四五六七八九十"
 
 
 def slots(domain: str, r: random.Random) -> dict:
@@ -46,7 +49,7 @@ def slots(domain: str, r: random.Random) -> dict:
         price = r.randrange(380, 1280, 20)
         return {"room_zh": r.choice(["大床房", "双床房", "行政套房", "亲子房"]), "room_en": r.choice(["king room", "twin room", "suite", "family room"]),
                 "nights": r.randint(2, 5), "price": price, "discounted": int(price * 0.9), "breakfast": r.choice([1, 2]),
-                "date_m": r.randint(1, 12), "date_d": r.randint(1, 28), "checkin": 14, "checkout": 12}
+                "date_m": r.randint(1, 12), "date_d": r.randint(1, 28)}
     return {"product_zh": r.choice(["洗衣机", "空调", "扫地机器人", "电视", "冰箱"]), "product_en": r.choice(["washing machine", "air conditioner", "robot vacuum", "TV", "fridge"]),
             "fault_zh": r.choice(["不转了", "不制冷", "充不上电", "屏幕不亮", "漏水"]), "fault_en": r.choice(["stopped spinning", "stopped cooling", "won't charge", "has a black screen", "is leaking"]),
             "price": r.randrange(999, 6999, 100), "warranty": r.choice([1, 2, 3]), "days": r.choice([7, 15]), "ship": r.choice([2, 3, 5]),
@@ -271,13 +274,9 @@ def build() -> tuple[list[dict], list[dict]]:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
     dialogues, labels = build()
     for name, rows in (("dialogues", dialogues), ("labels", labels)):
-        with (OUT / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"{name}: {len(rows)} lines")
+        print(f"{name}: {write_jsonl(OUT / f'{name}.jsonl', rows)} lines")
 
 
 if __name__ == "__main__":

@@ -432,10 +432,13 @@ class Settings(_Model):
             raise ValueError(f"gates.collapse.columns names unknown columns {bad_cols}; known: {sorted(known_cols)}")
         return self
 
+    def domain_name_of(self, source: str | None) -> str:
+        """The domain key of the source named ``source`` (``real_estate`` for any other name)."""
+        return next((s.domain for s in self.sources if s.name == source), "real_estate")
+
     def domain_of(self, source: str | None) -> DomainSettings:
         """The domain of the source named ``source`` (the default domain for any other name)."""
-        name = next((s.domain for s in self.sources if s.name == source), "real_estate")
-        return self.domains.get(name) or next(iter(self.domains.values()))
+        return self.domains.get(self.domain_name_of(source)) or next(iter(self.domains.values()))
 
     def scenes_of(self, domain: str | None) -> tuple[dict[str, SceneSettings], str]:
         """(scenes, default scene) of a domain: its own taxonomy, else ``taxonomy.scenes``."""

@@ -158,9 +158,9 @@ _ZH_SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑
                 "卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
 # rarer surnames, some of them common characters too (和, 时, 房): only with the segmenter's name tag
 _ZH_SURNAMES_ALL = _ZH_SURNAMES + ("常温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符"
-                                   "舒阮柯纪梅童凌毕单季裴霍涂"
-                "成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚岑景党宫费"
-                "卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝")
+                                   "舒阮柯纪梅童凌毕单季裴霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解"
+                                   "牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂全佟"
+                                   "应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝")
 _ZH_COMPOUND = ("欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙", "宇文", "司徒", "夏侯")
 _ZH_TITLES = "先生|女士|小姐|经理|老师|总监|师傅|主任|主管|律师|医生|老板|阿姨"
 _ZH_ROLES = "经纪人|置业顾问|顾问|客服|专员|经理|销售|店长|前台|管家|助理|主管|工程师|师傅|代表"
@@ -189,8 +189,8 @@ _ZH_VOCATIVE = re.compile(r"(?:^|[。！？!?\n]|[—–-]{1,2}|(?:您好|你好
 _ZH_COMMON_FREQ = 100
 _ZH_MEASURE = set("张条位间套件个只台")
 # words the segmenter tags as names that are ordinary nouns here, or given-name slots that are words
-_ZH_NOT_GIVEN = set(_ZH_ROLES.split("|")) | set(_ZH_TITLES.split("|")) | {"顾问", "先生", "女士", "小姐", "师傅", "同事", "业主",
-                                                                     "房东", "高层", "明天", "时间", "方便", "安排"}
+_ZH_NOT_GIVEN = set(_ZH_ROLES.split("|")) | set(_ZH_TITLES.split("|")) | {"同事", "业主", "房东", "高层", "明天", "时间",
+                                                                     "方便", "安排"}
 PLACEHOLDER_TYPES = {"email": "EMAIL", "id_number": "ID_NUMBER", "ssn": "ID_NUMBER", "bank_card": "BANK_CARD",
                      "phone": "PHONE", "unit_number": "UNIT", "street_address": "ADDRESS", "name": "NAME",
                      "account_id": "ACCOUNT", "username": "USERNAME"}
@@ -209,9 +209,9 @@ _BARE_NAME = re.compile(r"^(?:(?:it's|it is|i'm|i am)\s+)?([A-Z][a-z]+(?:\s+[A-Z
 _NOT_NAMES = {"yes", "no", "hello", "hi", "thanks", "sure", "okay", "ok", "sorry", "好的", "是的", "谢谢", "你好", "您好", "可以"}
 # English words that are also census first names; never a name on that evidence alone
 _COMMON_WORDS = set("""
-may june april august will bill mark grant rose summer dawn hope joy faith chase park lane bay sky star april
+may june april august will bill mark grant rose summer dawn hope joy faith chase park lane bay sky star
 an art guy van long king major price rich young page case love ivy iris holly ginger penny sandy rusty
-rich crystal amber pearl ruby jade cherry olive violet lily daisy honey sunny stormy autumn winter
+crystal amber pearl ruby jade cherry olive violet lily daisy honey sunny stormy autumn winter
 early pat sue don ray dean gay frank earl sterling royal ford reed wade cliff glen dale hall marsh
 miles lou tom ed al sol son del ben ali lee ken kim jan sage ash river rock stone wood storm
 monday tuesday wednesday thursday friday saturday sunday january february march september october
@@ -311,9 +311,7 @@ def _zh_names(text: str) -> list[str]:
             w = w[:2]
         if flag.startswith("nr") and jieba.dt.FREQ.get(w, 0) >= _ZH_COMMON_FREQ:  # 王府井, 顾问: a word people use
             continue
-        if flag.startswith("nr") and 2 <= len(w) <= 4 and all(CJK.match(c) for c in w) and w not in _NOT_NAMES \
-                and w not in _ZH_NOT_GIVEN and (w[0] in _ZH_SURNAMES_ALL or w[:2] in _ZH_COMPOUND) \
-                and w[-1] not in _ZH_GIVEN_STOP:
+        if flag.startswith("nr") and (w[0] in _ZH_SURNAMES_ALL or w[:2] in _ZH_COMPOUND) and _zh_name_ok(w):
             out.append(w)
     for m in (*_ZH_INTRO.finditer(text), *_ZH_VOCATIVE.finditer(text)):
         name = _zh_name_at(text, m.end())
@@ -335,10 +333,14 @@ def _zh_name_at(text: str, pos: int) -> str | None:
         name += toks[1]
     if len(name) > 3 and name[:2] not in _ZH_COMPOUND:  # 程欣怡你: the segmenter glued a following word on
         name = name[:3]
-    if 2 <= len(name) <= 4 and all(CJK.match(c) for c in name) and name not in _NOT_NAMES and name not in _ZH_NOT_GIVEN \
-            and name[-1] not in _ZH_GIVEN_STOP:
-        return name
-    return None
+    return name if _zh_name_ok(name) else None
+
+
+def _zh_name_ok(name: str) -> bool:
+    """Two to four ideographs that are not a greeting, a role or title, and do not end in a particle
+    or pronoun (的, 吗, 您): the last sieve for every Chinese name candidate."""
+    return (2 <= len(name) <= 4 and all(CJK.match(c) for c in name) and name not in _NOT_NAMES
+            and name not in _ZH_NOT_GIVEN and name[-1] not in _ZH_GIVEN_STOP)
 
 
 def find_names(text: str) -> list[str]:

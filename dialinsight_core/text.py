@@ -118,27 +118,16 @@ def keyword_count(keyword: str, text: str, first: bool = False) -> int:
     我想租房 and 租金, not in 出租车; 电话 is in 电话号码). Punctuation keywords ("?", "[name_") match anywhere.
     Both sides are folded, so full-width forms count. ``first``: stop at the first one."""
     kw, low = fold(keyword), fold(text)
-    if not kw:
+    if not kw or kw not in low:
         return 0
-    if not (kw[0].isalnum() or CJK.match(kw)):
-        return min(low.count(kw), 1) if first else low.count(kw)
-    if not CJK.search(kw):
-        n = 0
-        for _ in re.finditer(rf"(?<![a-z0-9]){re.escape(kw)}(?![a-z0-9])", low):
-            n += 1
-            if first:
-                break
-        return n
-    if kw not in low:
-        return 0
-    starts = _word_starts(low)
-    n = 0
-    for m in re.finditer(re.escape(kw), low):
-        if m.start() in starts:
-            n += 1
-            if first:
-                break
-    return n
+    if not (kw[0].isalnum() or CJK.match(kw)):  # punctuation: anywhere
+        hits = re.finditer(re.escape(kw), low)
+    elif not CJK.search(kw):  # a word: not inside another word
+        hits = re.finditer(rf"(?<![a-z0-9]){re.escape(kw)}(?![a-z0-9])", low)
+    else:  # Chinese: where a segmenter word starts
+        starts = _word_starts(low)
+        hits = (m for m in re.finditer(re.escape(kw), low) if m.start() in starts)
+    return int(next(hits, None) is not None) if first else sum(1 for _ in hits)
 
 
 @lru_cache(maxsize=16384)

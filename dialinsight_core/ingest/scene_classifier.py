@@ -33,7 +33,7 @@ def classify_scenes_llm(result: IngestResult, engine: Engine, settings: Settings
     reqs, allowed = [], {}
     for d in todo:  # each dialogue picks among its own domain's scenes, in its domain's words
         domain = settings.domain_of(d["source"])
-        scene_defs, _ = settings.scenes_of(next((s.domain for s in settings.sources if s.name == d["source"]), None))
+        scene_defs, _ = settings.scenes_of(settings.domain_name_of(d["source"]))
         scenes = list(scene_defs)
         allowed[d["dialogue_id"]] = scenes
         schema = {"type": "object", "properties": {"scene": {"type": "string", "enum": scenes}}, "required": ["scene"],

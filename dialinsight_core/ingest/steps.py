@@ -31,6 +31,7 @@ from dialinsight_core.text import clean_text, detect_lang, fold, keyword_count, 
 
 STAGE = "ingest"
 Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
+EVENT_KEYS = ("events_before", "events_after")  # where a turn's meta keeps system events (``event`` speakers)
 
 
 class Drop(Exception):
@@ -203,19 +204,14 @@ class Redact(Step):
 
     def process(self, rec: Record) -> None:
         redact = Redactor(compile_patterns(rec.source.pii_patterns))
-        redact.learn_names([t for _, t, _ in rec.turns]
-                           + [e for _, _, m in rec.turns for k in ("events_before", "events_after") for e in m.get(k, [])])
+        redact.learn_names([t for _, t, _ in rec.turns] + [e for _, _, m in rec.turns for k in EVENT_KEYS for e in m.get(k, [])])
         rec.turns = [(role, redact(text), _redact_events(meta, redact)) for role, text, meta in rec.turns]
         rec.pii_counts = redact.counts
 
 
 def _redact_events(meta: dict[str, Any], redact: Redactor) -> dict[str, Any]:
     """System events kept in a turn's meta are text too: redacted like the turns."""
-    out = dict(meta)
-    for key in ("events_before", "events_after"):
-        if key in out:
-            out[key] = [redact(e) for e in out[key]]
-    return out
+    return {k: [redact(e) for e in v] if k in EVENT_KEYS else v for k, v in meta.items()}
 
 
 class Dedup(Step):

@@ -204,9 +204,7 @@ def _fact_units(text: str) -> set[str]:
     for tok in tokens(text):
         if tok.isdigit() or tok in stop or _ZH_NUM_ANY.fullmatch(tok):
             continue
-        if _CJK.search(tok):
-            continue  # Chinese: nouns and verbs below
-        elif len(tok) >= 3:
+        if len(tok) >= 3 and not _CJK.search(tok):  # Chinese: nouns and verbs below
             units.add(tok[:6])  # crude stem: "apartments" ~ "apartment"
     units.update(w for w, flag in tagged_words(text) if flag[:1] in ("n", "v") and len(w) >= 2 and _CJK.search(w)
                  and w not in stop)
@@ -236,11 +234,12 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
     if not lexical:  # the family writes new words (a reply, an assessment): only its facts are checked
         return round(0.5 ** len(unsupported), 6), unsupported
     units = _fact_units(content)
-    source = prompt_text + "\n" + dialogue_text
-    src_units, src_text = _fact_units(source), fold(source)
+    # units of each part apart: the dialogue's are cached across its prompts, and no unit spans the two
+    src_units = _fact_units(prompt_text) | _fact_units(dialogue_text)
     # a Chinese word is supported wherever its characters stand together in the source: the segmenter
     # may cut the same characters differently in another sentence (看房 / 看 + 房)
-    supported = [u for u in units if u in src_units or (_CJK.search(u) and u in src_text)]
+    supported = [u for u in units if u in src_units
+                 or (_CJK.search(u) and (u in fold(prompt_text) or u in fold(dialogue_text)))]
     lex = len(supported) / len(units) if units else 1.0
     score = (0.5 ** len(unsupported)) * (0.5 + 0.5 * lex)
     return round(score, 6), unsupported

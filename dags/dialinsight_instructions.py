@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-from dialinsight_airflow.callbacks import on_task_failure
+from dialinsight_airflow.callbacks import default_args, stage
 
 from dialinsight_core.config import load_settings
 from dialinsight_core.contracts import GenerateOut, ReviewExport
@@ -35,7 +35,8 @@ from dialinsight_core.contracts import GenerateOut, ReviewExport
 if TYPE_CHECKING:  # the run layer imports pyarrow: not at parse time
     from dialinsight_core.runs.context import RunContext
 
-_cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
+_settings = load_settings()  # YAML + env only: no DB, no connections at parse time
+_cfg = _settings.airflow
 # a name-only asset: a URI scheme would make Airflow load every provider's URI handlers at parse time
 LIBRARY_ASSET = Asset(name="dialinsight_library", group="dialinsight")
 
@@ -59,8 +60,7 @@ def _ctx() -> RunContext:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "dialinsight", "retries": _cfg.retries, "retry_delay": timedelta(seconds=_cfg.retry_delay_s),
-                  "on_failure_callback": on_task_failure},
+    default_args=default_args(_settings),
     doc_md=__doc__,
     tags=["dialinsight", "instructions", "human-in-the-loop"],
     params={
@@ -72,11 +72,13 @@ def _ctx() -> RunContext:
 def dialinsight_instructions() -> None:
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue)
     def generate() -> GenerateOut:
-        return _runs().run_generate(_ctx())
+        with stage():
+            return _runs().run_generate(_ctx())
 
     @task
     def export_for_review(gen_out: GenerateOut) -> ReviewExport:
-        return _runs().export_for_review(_ctx(), gen_out)
+        with stage():
+            return _runs().export_for_review(_ctx(), gen_out)
 
     review = HITLOperator(
         task_id="review",
@@ -88,6 +90,7 @@ def dialinsight_instructions() -> None:
             "note": Param("", type="string", description="Guidance for the next evolution round."),
         },
         response_timeout=timedelta(days=7),
+        execution_timeout=None,  # the week of review is response_timeout's, not a task timeout
         retries=0,
     )
 
@@ -95,7 +98,8 @@ def dialinsight_instructions() -> None:
     def finalise(export_out: ReviewExport) -> dict[str, Any]:
         context = get_current_context()
         response = context["ti"].xcom_pull(task_ids="review")
-        manifest = _runs().finalise(_ctx(), export_out, response)
+        with stage():
+            manifest = _runs().finalise(_ctx(), export_out, response)
         if manifest["status"] != "approved":
             raise AirflowSkipException(f"library {export_out['version']} rejected: nothing published")
         context["outlet_events"][LIBRARY_ASSET].extra = {"version": manifest["version"], "counts": manifest["counts"]}

@@ -21,6 +21,12 @@ dimension means, task mix, score collapse, row count vs the previous snapshot) â
 `manifest.json`, `gx/` (GX results and Data Docs). See docs/dataset.md. `snapshots/latest.json`
 moves only when every gate passed.
 
+**Who is told:** a task that fails after its last try (at once for a data verdict: a failed gate,
+an invalid config, an empty source) sends what failed, why and where to look; `publish` sends the
+run summary; a run not finished `notifications.deadline_hours` after its slot sends a late alert.
+Channels (e-mail, JSON webhook) and their Airflow Connections: `notifications` in the config,
+docs/operations.md. Each task's log opens with its verdict line (counts, where the output is).
+
 **Where is my snapshot?** `publish` emits the `dialinsight_snapshot` asset event. Its extra holds
 the snapshot URI, the report, the card, the counts and the accept rate, and the task log starts
 with the same summary. `dialinsight_snapshot_check` runs on each event. A failing batch gate
@@ -33,13 +39,13 @@ under `work/ds=.../run=.../gate/gx/`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import logging
+from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
-from dialinsight_airflow.callbacks import on_task_failure
+from dialinsight_airflow.callbacks import default_args, nightly_deadline, on_run_success, stage
 
 from dialinsight_core.config import load_settings
 from dialinsight_core.contracts import GateOut, IngestOut, LabelOut, PromptsOut, PublishOut, ScoreOut, ShardRef
@@ -47,20 +53,12 @@ from dialinsight_core.contracts import GateOut, IngestOut, LabelOut, PromptsOut,
 if TYPE_CHECKING:  # the run layer imports pyarrow: not at parse time
     from dialinsight_core.runs.context import RunContext
 
-_cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
+_settings = load_settings()  # YAML + env only: no DB, no connections at parse time
+_cfg = _settings.airflow
 # every published snapshot is an event of this asset (extra: snapshot id, uri, counts, accept rate, suites);
 # name-only: a URI scheme would make Airflow load every provider's URI handlers at parse time
 SNAPSHOT_ASSET = Asset(name="dialinsight_snapshot", group="dialinsight")
-
-default_args = {
-    "owner": "dialinsight",
-    "retries": _cfg.retries,
-    "retry_delay": timedelta(seconds=_cfg.retry_delay_s),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(seconds=_cfg.max_retry_delay_s),
-    "execution_timeout": timedelta(seconds=_cfg.task_timeout_s),
-    "on_failure_callback": on_task_failure,
-}
+log = logging.getLogger("dialinsight")
 
 
 def _runs() -> ModuleType:
@@ -76,13 +74,19 @@ def _ctx() -> RunContext:
     return run_context(get_current_context())
 
 
+def _done(ctx: RunContext, name: str, out):
+    log.info(_runs().verdict_line(ctx, name, out))
+    return out
+
+
 @dag(
     dag_id="dialinsight_nightly",
     schedule=_cfg.schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(_settings),
+    deadline=nightly_deadline(_settings),
     doc_md=__doc__,
     tags=["dialinsight", "nightly", "llm-labeling"],
     params={
@@ -100,15 +104,15 @@ def dialinsight_nightly() -> None:
     @task
     def ingest() -> IngestOut:
         """A source that gives nothing (missing, empty, another format) fails at once: a config error, no retries."""
-        runs = _runs()
-        try:
-            return runs.run_ingest(_ctx())
-        except runs.SourceError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        with stage():
+            ctx = _ctx()
+            return _done(ctx, "ingest", _runs().run_ingest(ctx))
 
     @task
     def build_prompts(ingest_out: IngestOut) -> PromptsOut:
-        return _runs().run_build_prompts(_ctx(), ingest_out)
+        with stage():
+            ctx = _ctx()
+            return _done(ctx, "build_prompts", _runs().run_build_prompts(ctx, ingest_out))
 
     @task
     def plan_shards(prompts_out: PromptsOut) -> list[ShardRef]:
@@ -117,33 +121,37 @@ def dialinsight_nightly() -> None:
 
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue, max_active_tis_per_dagrun=_cfg.engine_pool_slots)
     def label(shard: ShardRef) -> LabelOut:
-        return _runs().run_label_shard(_ctx(), shard)
+        """An engine or server that does not answer is retried with backoff; a retry resends only what is not cached."""
+        with stage():
+            ctx = _ctx()
+            return _done(ctx, "label", _runs().run_label_shard(ctx, shard))
 
     @task(pool=_cfg.engine_pool, queue=_cfg.label_queue)
     def score(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut]) -> ScoreOut:
         """Quality cascade: rules + grounding on every record, the LLM judge (engine pool) on the few in doubt."""
-        return _runs().run_score(_ctx(), ingest_out, prompts_out, list(label_outs))
+        with stage():
+            ctx = _ctx()
+            return _done(ctx, "score", _runs().run_score(ctx, ingest_out, prompts_out, list(label_outs)))
 
     @task
     def gate(ingest_out: IngestOut, score_out: ScoreOut) -> GateOut:
         """GX suites; a failing batch gate fails at once (a data verdict, not a transient fault: no retries)."""
-        runs = _runs()
-        try:
-            return runs.run_gate(_ctx(), score_out, ingest_out)
-        except runs.BatchGateFailed as exc:
-            raise AirflowFailException(str(exc)) from exc
+        with stage():
+            ctx = _ctx()
+            return _done(ctx, "gate", _runs().run_gate(ctx, score_out, ingest_out))
 
-    @task(outlets=[SNAPSHOT_ASSET])
+    @task(outlets=[SNAPSHOT_ASSET], on_success_callback=on_run_success())
     def publish(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut], score_out: ScoreOut,
                 gate_out: GateOut) -> PublishOut:
         """Runs only after every gate passed; its asset event is what downstream DAGs wait for."""
-        runs = _runs()
-        labels = list(label_outs)
-        runs.check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
-        out = runs.run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
-        get_current_context()["outlet_events"][SNAPSHOT_ASSET].extra = out["asset_extra"]
-        print(out["summary_md"])  # in the task log: where the snapshot is and what it holds
-        return out
+        with stage():
+            runs = _runs()
+            labels = list(label_outs)
+            runs.check_conservation(ingest_out, prompts_out, labels, score_out, gate_out)
+            out = runs.run_publish(_ctx(), ingest_out, prompts_out, labels, score_out, gate_out)
+            get_current_context()["outlet_events"][SNAPSHOT_ASSET].extra = out["asset_extra"]
+            log.info("publish OK\n%s", out["summary_md"])  # in the task log: where the snapshot is and what it holds
+            return out
 
     ing = ingest()
     pr = build_prompts(ing)

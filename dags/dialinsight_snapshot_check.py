@@ -16,15 +16,15 @@ Later consumers (an evaluation DAG, an export to a training cluster) subscribe t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Asset, dag, get_current_context, task
-from dialinsight_airflow.callbacks import on_task_failure
+from dialinsight_airflow.callbacks import default_args, quiet_libraries
 
 from dialinsight_core.config import load_settings
 
-_cfg = load_settings().airflow  # YAML + env only: no DB, no connections at parse time
+_settings = load_settings()  # YAML + env only: no DB, no connections at parse time
 SNAPSHOT_ASSET = Asset(name="dialinsight_snapshot", group="dialinsight")
 
 
@@ -34,8 +34,7 @@ SNAPSHOT_ASSET = Asset(name="dialinsight_snapshot", group="dialinsight")
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "dialinsight", "retries": _cfg.retries, "retry_delay": timedelta(seconds=_cfg.retry_delay_s),
-                  "execution_timeout": timedelta(seconds=_cfg.task_timeout_s), "on_failure_callback": on_task_failure},
+    default_args=default_args(_settings),
     doc_md=__doc__,
     tags=["dialinsight", "snapshot"],
 )
@@ -46,6 +45,7 @@ def dialinsight_snapshot_check() -> None:
 
         from dialinsight_core.runs import snapshot  # lazy: the stages import pyarrow; parse time stays light
 
+        quiet_libraries()
         context = get_current_context()
         events = context["triggering_asset_events"][SNAPSHOT_ASSET]
         extra = events[-1].extra

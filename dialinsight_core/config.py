@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dialinsight_core.errors import DataVerdict
+
 # what a source's own PII pattern may redact as (pii.PLACEHOLDER_TYPES; a unit test keeps the two equal)
 PiiKind = Literal["name", "phone", "email", "id_number", "ssn", "bank_card", "account_id", "username", "street_address",
                   "unit_number"]
@@ -37,8 +39,10 @@ JUDGE_DIMENSIONS = ("judge_faithfulness", "judge_completeness", "judge_instructi
 DIMENSIONS = RULE_DIMENSIONS + GROUNDING_DIMENSIONS + JUDGE_DIMENSIONS
 
 
-class ConfigError(ValueError):
+class ConfigError(DataVerdict, ValueError):
     """Raised for an unreadable or invalid configuration; the message names the key."""
+
+    next_step = "fix the key named above in config/dialinsight.yaml (or its DIALINSIGHT__ env override)"
 
 
 class _Model(BaseModel):
@@ -370,6 +374,29 @@ class AirflowSettings(_Model):
     task_timeout_s: int = Field(default=3600, ge=60)
 
 
+class NotificationSettings(_Model):
+    """Who hears about a run and how (docs/operations.md). Credentials live in Airflow Connections,
+    never here: ``email_conn_id`` is an SMTP connection, ``webhook_conn_id`` an HTTP connection whose
+    host is the webhook URL (a bearer token, if any, in its password)."""
+
+    channels: list[Literal["email", "webhook"]] = Field(default_factory=list)  # [] = task log only
+    email_conn_id: str = "smtp_default"
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str | None = None      # default: the SMTP connection's from_email extra
+    webhook_conn_id: str = "dialinsight_webhook"
+    on_failure: bool = True            # a task failed after its last try
+    on_success: bool = True            # a run published its snapshot: the run summary
+    # the nightly run is late: not finished this many hours after its slot (Airflow DeadlineAlert); null = off
+    deadline_hours: float | None = Field(default=6.0, gt=0)
+    max_error_chars: int = Field(default=600, ge=80)  # the error line of a failure message is cut here
+
+    @model_validator(mode="after")
+    def _recipients(self) -> NotificationSettings:
+        if "email" in self.channels and not self.email_to:
+            raise ValueError("notifications.email_to must list recipients when channels has email")
+        return self
+
+
 class MixinSettings(_Model):
     """A general instruction dataset mixed into the exports (the paper's "domain only vs mixed")."""
 
@@ -412,6 +439,7 @@ class Settings(_Model):
     gates: GateSettings = GateSettings()
     publishing: PublishingSettings = PublishingSettings()
     airflow: AirflowSettings = AirflowSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dialinsight_core.config import Settings, SourceSettings
+from dialinsight_core.errors import DataVerdict
 from dialinsight_core.storage import ObjectStore, open_store
 
 
@@ -96,9 +97,11 @@ def _decode(data: bytes, encoding: str = "utf-8") -> str:
         raise InvalidDialogue("bad_encoding", f"not {encoding}: {exc}") from None
 
 
-class SourceError(ValueError):
+class SourceError(DataVerdict, ValueError):
     """A source gives nothing to read (missing, empty, of another format): a configuration error,
     raised at once with what was found and what to set, instead of an empty run."""
+
+    next_step = "check the source's uri, adapter and files (sources in config/dialinsight.yaml); the error names what was found"
 
 
 def _load_json(data: bytes, source: SourceSettings) -> Any:

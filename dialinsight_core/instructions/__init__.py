@@ -16,13 +16,16 @@ import yaml
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.errors import DataVerdict
 
 REQUIRED = ("instruction_id", "task_family", "text")
 ROLE_FOCI = {"agent", "customer", "both"}
 
 
-class LibraryError(ValueError):
+class LibraryError(DataVerdict, ValueError):
     """The instruction library file is invalid; the message names the entry."""
+
+    next_step = "fix the library entry named above (prompts.library_path)"
 
 
 def load_output_schemas(settings: Settings) -> dict[str, dict[str, Any]]:

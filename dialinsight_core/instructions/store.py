@@ -16,14 +16,17 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
+from dialinsight_core.errors import DataVerdict
 from dialinsight_core.instructions.evolution import yield_report
 from dialinsight_core.storage import ObjectStore
 
 REVIEW_STATUSES = ("approved", "rejected")
 
 
-class LibraryVersionError(ValueError):
+class LibraryVersionError(DataVerdict, ValueError):
     """A library version that does not exist, or is not in a state that allows the action."""
+
+    next_step = "pick an existing library version in the state the action needs (docs/instructions.md)"
 
 
 def _prefix(settings: Settings) -> str:

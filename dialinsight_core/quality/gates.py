@@ -303,8 +303,24 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
 
 
 def _failures(res: Any) -> list[str]:
-    return [f"{r.expectation_config.meta['reason_code']}: {r.expectation_config.type} {_kwargs(r)} "
-            f"observed={r.result.get('observed_value')}" for r in res.results if not r.success]
+    """One line per failed expectation, readable in a log or an alert: reason code, what was
+    measured, the observed value and the bound it missed."""
+    out = []
+    for r in res.results:
+        if r.success:
+            continue
+        kw = _kwargs(r)
+        lo, hi = kw.pop("min_value", None), kw.pop("max_value", None)
+        what = kw.pop("column", None) or kw.pop("column_list", None) or ""
+        bound = " and ".join(b for b in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if b)
+        rest = f" {kw}" if kw else ""
+        out.append(f"{r.expectation_config.meta['reason_code']}: {r.expectation_config.type}({what}){rest} "
+                   f"observed {_fmt(r.result.get('observed_value'))}, expected {bound or 'success'}")
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def remove_docs(result: GateResult) -> None:

@@ -11,6 +11,7 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from dialinsight_core.contracts import (
     ScoreOut,
     ShardRef,
 )
+from dialinsight_core.errors import BatchGateFailed, TooManyFailures
 from dialinsight_core.inference import CachedEngine, LazyEngine, label_prompts, make_engine
 from dialinsight_core.inference.fingerprint import model_fingerprint
 from dialinsight_core.ingest import SourceError, ingest
@@ -48,16 +50,22 @@ from dialinsight_core.quality.gates import apply_gates, remove_docs
 from dialinsight_core.quality.scoring import score_labels
 from dialinsight_core.runs.context import RunContext, code_version
 
-__all__ = ["BatchGateFailed", "RunContext", "SourceError", "TooManyFailures", "check_conservation", "previous_baseline",
-           "run_all", "run_build_prompts", "run_gate", "run_ingest", "run_label_shard", "run_publish", "run_score"]
-
-
-class BatchGateFailed(RuntimeError):
-    """The batch gate rejected the run; nothing was published."""
-
-
-class TooManyFailures(RuntimeError):
-    """A label shard failed more requests than ``labeling.max_failure_rate`` allows."""
+__all__ = [
+    "BatchGateFailed",
+    "RunContext",
+    "SourceError",
+    "TooManyFailures",
+    "check_conservation",
+    "previous_baseline",
+    "run_all",
+    "run_build_prompts",
+    "run_gate",
+    "run_ingest",
+    "run_label_shard",
+    "run_publish",
+    "run_score",
+    "verdict_line",
+]
 
 
 # what a person should check first, per failure reason of a label request
@@ -75,8 +83,9 @@ def engine_hint(settings: Settings, by_reason: dict[str, int]) -> str:
     log: the URL and a command that tests it, never the API key itself."""
     e = settings.engine
     if e.kind == "openai":
-        where = (f"Engine: OpenAI-compatible server at {e.base_url}, model {e.served_model_name or e.model} "
-                 f"(API key from ${e.api_key_env}). Test it from the worker: curl -s {str(e.base_url).rstrip('/')}/models")
+        url = re.sub(r"//[^/@\s]*@", "//", str(e.base_url)).rstrip("/")  # credentials in the URL stay out of logs
+        where = (f"Engine: OpenAI-compatible server at {url}, model {e.served_model_name or e.model} "
+                 f"(API key from ${e.api_key_env}). Test it from the worker: curl -s {url}/models")
     else:
         where = f"Engine: in-process vLLM, model {e.model}. Check the model folder exists on the worker and fits its memory"
     hints = [h.format(timeout_s=e.timeout_s) for r, h in _FAILURE_HINTS.items() if r in by_reason]
@@ -138,9 +147,8 @@ def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngin
     if rate > ctx.settings.labeling.max_failure_rate:
         raise TooManyFailures(
             f"shard {shard['shard']}: {res.stats['quarantined']}/{n} requests failed "
-            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}. "
-            + engine_hint(ctx.settings, res.stats["quarantined_by_reason"])
-        )
+            f"({res.stats['quarantined_by_reason']}) > labeling.max_failure_rate={ctx.settings.labeling.max_failure_rate}.",
+            engine_hint(ctx.settings, res.stats["quarantined_by_reason"]))
     return {"keys": cast(LabelKeys, keys), "stats": res.stats}
 
 
@@ -196,12 +204,7 @@ def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None 
     keys = ctx.write_stage("gate", {"accepted": res.accepted, "rejected": res.rejected}, stats)
     out: GateOut = {"keys": {**cast(GateKeys, keys), "gx": gx_prefix}, "stats": stats, "gx": summary}
     if not res.batch_success:
-        evidence = ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json")
-        raise BatchGateFailed(
-            "batch gate failed, nothing published. Failed expectations:\n  - "
-            + "\n  - ".join(res.failed_batch_expectations)
-            + f"\nevidence: {evidence}"
-        )
+        raise BatchGateFailed(res.failed_batch_expectations, ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json"))
     return out
 
 
@@ -297,6 +300,8 @@ def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: 
         "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md", "report": f"{uri}/report.html",
         "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined")},
         "accept_rate": round(counts["accepted"] / judged, 4) if judged else 0.0,
+        "top_reject_reasons": dict(sorted(gate_out["stats"]["rejected_by_reason"].items(),
+                                          key=lambda kv: (-kv[1], kv[0]))[:5]),
         "suites": {name: {"version": v.get("version"), "hash": v.get("hash")} for name, v in gate_out["gx"]["suites"].items()},
     }
 
@@ -313,6 +318,40 @@ def summary_markdown(event: dict[str, Any]) -> str:
         f"- dataset card: {event['card']}",
         f"- manifest: {event['manifest']}",
     ])
+
+
+def _top(counts: dict[str, int], n: int = 3) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return ", ".join(f"{k} {v}" for k, v in items) or "none"
+
+
+def verdict_line(ctx: RunContext, stage: str, out: Any) -> str:
+    """The first thing a person reads in a task's log: what the stage did, its counts and where
+    its output is (the same facts as the stage's stats, in one line)."""
+    s, where = out["stats"], ctx.store.url(ctx.key(""))
+    if stage == "ingest":
+        return (f"ingest OK: {s['files_read']} dialogue records read -> {s['dialogues_kept']} kept "
+                f"({s['turns_kept']} turns), {s['quarantined']} quarantined (top reasons: {_top(s['quarantined_by_reason'])}); "
+                f"{sum(s['pii_redactions'].values())} PII values redacted in {s['dialogues_with_pii']} dialogues; "
+                f"duplicates dropped: {_top(s['duplicates'])}; output: {where}ingest/")
+    if stage == "build_prompts":
+        return (f"build_prompts OK: {s['prompts']} prompts from {s['dialogues_prompted']} dialogues in "
+                f"{len(out['shards'])} label shard(s), {s['quarantined']} quarantined; task mix "
+                f"{ {k: round(v, 2) for k, v in s['family_share'].items()} }; output: {where}prompts/")
+    if stage == "label":
+        return (f"label OK: {s['prompts_in']} prompts -> {s['labeled']} labeled, {s['quarantined']} quarantined "
+                f"(top reasons: {_top(s['quarantined_by_reason'])}); {s['cache_hits']} from the request cache, "
+                f"{s['requests_sent']} sent to {model_name(ctx.settings.engine)} in {s['engine_seconds']:.1f} s; "
+                f"finish reasons: {_top(s['finish_reasons'])}")
+    if stage == "score":
+        j = s["judge"]
+        return (f"score OK: {s['scored']} of {s['labels_in']} labels scored; rules + grounding on all, judge on "
+                f"{j.get('judged', 0)} ({j.get('failed', 0)} judge failures); output: {where}score/")
+    if stage == "gate":
+        return (f"gate OK: {s['accepted']} accepted, {s['rejected']} rejected (accept rate {s['accept_rate']:.1%}; "
+                f"top reject reasons: {_top(s['rejected_by_reason'])}); batch gate passed; "
+                f"GX evidence: {ctx.store.url(out['keys']['gx'])}/")
+    raise ValueError(f"no verdict line for stage {stage!r}")
 
 
 def check_conservation(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],

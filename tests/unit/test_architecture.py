@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "dialinsight_core"
-BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup"}
+BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup", "errors", "notify"}
 STAGES = {"ingest", "instructions", "prompts", "inference", "quality", "publishing"}
 RUN = {"runs", "__main__"}
 PROJECT = ("dialinsight_core", "dialinsight_airflow")
@@ -113,7 +113,7 @@ def test_contracts_import_nothing_heavy():
 
 
 def test_parsing_the_dags_loads_no_stage_code():
-    """The DAG files import only config and contracts at parse time: no pyarrow, pandas, GX or engine."""
+    """The DAG files import only config, contracts and errors at parse time: no pyarrow, pandas, GX or engine."""
     script = textwrap.dedent(f"""
         import importlib.util, sys
         sys.path[:0] = [{str(ROOT / 'plugins')!r}, {str(ROOT)!r}]
@@ -122,7 +122,7 @@ def test_parsing_the_dags_loads_no_stage_code():
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
         heavy = [m for m in ("pyarrow", "pandas", "great_expectations", "vllm", "torch", "openai") if m in sys.modules]
         stages = sorted(m for m in sys.modules if m.startswith("dialinsight_core.") and m.split(".")[1] not in
-                        ("config", "contracts"))
+                        ("config", "contracts", "errors"))
         print(heavy, stages)
         assert not heavy and not stages
     """)

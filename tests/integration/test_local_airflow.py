@@ -10,10 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.receivers import SmtpReceiver, WebhookReceiver, connections_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -40,10 +43,31 @@ def _api(port: int, path: str, token: str | None = None, body: dict | None = Non
         return json.loads(resp.read())
 
 
+@pytest.fixture
+def receivers():
+    with SmtpReceiver("alerts", "smtp-secret-2b7c") as smtp, WebhookReceiver() as hook:
+        yield smtp, hook
+
+
+def _wait_for(pred, timeout: float):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = pred()
+        if found:
+            return found
+        time.sleep(2)
+    return pred()
+
+
 @pytest.mark.timeout(1200)
-def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path):
+def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, receivers):
     home = tmp_path / "airflow"
+    smtp, hook = receivers
     env = dict(os.environ, DIALINSIGHT_AIRFLOW_HOME=str(home), DIALINSIGHT_UI_PORT="0",
+               **connections_env(smtp, hook, "smtp-secret-2b7c", "hook-token-9d1e"),
+               # the nightly slot that unpausing starts (logical date: today 02:00 UTC) is late after 4 s:
+               # the scheduler finds the missed deadline and the triggerer sends the alert
+               DIALINSIGHT__NOTIFICATIONS__DEADLINE_HOURS="0.001",
                DIALINSIGHT__STORAGE__URI=f"file://{tmp_path / 'store'}", DIALINSIGHT__INGEST__MAX_DIALOGUES="3",
                DIALINSIGHT__LABELING__SHARDS="1", DIALINSIGHT__AIRFLOW__RETRIES="0",
                DIALINSIGHT__ENGINE__MAX_TOKENS="128",
@@ -76,6 +100,17 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path):
         assert checks and {r["run_type"] for r in checks} == {"asset_triggered"}
         events = _api(port, "/api/v2/assets/events?source_dag_id=dialinsight_nightly", token)["asset_events"]
         assert {e["source_task_id"] for e in events} == {"publish"} and all(e["extra"]["uri"] for e in events)
+        # through the real scheduler: the run summaries came from the worker (publish's success callback),
+        # the late alert from the triggerer (DeadlineAlert -> AsyncCallback -> the notifier's async hooks)
+        ok = [p.body for p in hook.posts if p.body["event"] == "run_succeeded"]
+        assert {b["run_id"] for b in ok} >= {r["dag_run_id"] for r in manual}
+        scheduled = [r["dag_run_id"] for r in runs if r["run_type"] == "scheduled"]
+        late = _wait_for(lambda: [p.body for p in hook.posts if p.body["event"] == "run_late"], 120)
+        assert late and {b["run_id"] for b in late} == set(scheduled), [p.body for p in hook.posts]
+        assert late[0]["text"].startswith("*[dialinsight] LATE dialinsight_nightly run scheduled__")
+        late_mail = _wait_for(lambda: [m for m in smtp.mails if m.subject.startswith("[dialinsight] LATE")], 60)
+        assert late_mail and "not finished 0.001 h after its slot" in late_mail[0].body
+        assert {m.subject.split()[1] for m in smtp.mails} >= {"OK", "LATE"}
         latest = json.loads((tmp_path / "store" / "snapshots" / "latest.json").read_text())
         manifest = json.loads((tmp_path / "store" / latest["manifest"]).read_text())
         assert manifest["engine"]["kind"] == "vllm" and manifest["counts"]["dialogues_read"] == 2

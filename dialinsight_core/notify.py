@@ -20,7 +20,7 @@ from dialinsight_core.errors import BatchGateFailed, DataVerdict, TooManyFailure
 EVENTS = ("task_failed", "run_succeeded", "run_late")
 
 _SECRET_SHAPES = (
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.I), r"\1***@"),  # user:password@ in a URL
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.I), r"\1"),  # user:password@ in a URL: dropped
     (re.compile(r"([?&](?:token|key|api[_-]?key|secret|password|passwd|sig|signature|x-amz-signature|"
                 r"x-amz-credential|x-amz-security-token)=)[^&\s]+", re.I), r"\1***"),
     (re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1***"),
@@ -62,8 +62,8 @@ class Message:
         return "\n".join(self.lines)
 
     def html(self) -> str:
-        body = "".join(f"<li>{html.escape(ln.strip())}</li>" if ln.startswith("  ") else f"<p>{html.escape(ln)}</p>"
-                       for ln in self.lines)
+        body = "".join(f"<li>{html.escape(ln.strip().removeprefix('- '))}</li>" if ln.startswith("  ")
+                       else f"<p>{html.escape(ln)}</p>" for ln in self.lines)
         return f"<html><body><h3>{html.escape(self.subject)}</h3>{body}</body></html>"
 
     def payload(self) -> dict[str, Any]:

@@ -128,6 +128,22 @@ def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db
     assert {"batch_gate.json", "summary.json", "data_docs/index.html"} <= keys
 
 
+@pytest.mark.timeout(300)
+def test_config_error_from_the_run_form_fails_at_once_without_retries(airflow_db, s3_env, monkeypatch):
+    """A data verdict (here an invalid config from the Params form: engine=openai without a URL) is
+    not retried: the same input gives the same answer an hour later (docs/operations.md)."""
+    monkeypatch.setenv("DIALINSIGHT__ENGINE__KIND", "vllm")
+    monkeypatch.delenv("DIALINSIGHT__ENGINE__BASE_URL")
+    monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "2")
+    monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRY_DELAY_S", "30")  # a retry would show as a 30 s wait and try 2
+    run = _load_dag().test(logical_date=datetime(2026, 11, 26, 2, 0, tzinfo=UTC),
+                           run_conf={"max_dialogues": 2, "engine": "openai"})
+    assert run.state == "failed"
+    tis = {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 0}
+    assert tis["ingest"].state == "failed" and tis["ingest"].try_number == 1
+    assert tis["publish"].state == "upstream_failed"
+
+
 @pytest.mark.timeout(600)
 def test_same_logical_date_twice_publishes_same_record_ids(airflow_db, s3_env):
     import json

@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup model demo start stop status test test-fast lint lock lock-gpu clean
+.PHONY: setup model demo start stop status test test-fast lint lock lock-gpu clean prod-deps prod-up prod-nightly prod-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,30 @@ $(MODEL_DIR)/config.json: | $(STAMP)
 
 setup: $(STAMP) $(MODEL_DIR)/config.json
 
+# The production topology on this machine (scripts/prod_stack.py) needs a Redis server, and CI
+# validates docker-compose.yml with a real compose parser: Debian's redis-server and docker-compose
+# packages, installed once when missing (root or sudo). PostgreSQL 15 is in the machine image.
+prod-deps:
+	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
+	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
+	  fi
+	@redis-server --version && docker-compose version --short
+	@test -x /usr/lib/postgresql/15/bin/initdb || { echo "PostgreSQL 15 server binaries are missing (apt-get install postgresql-15)"; exit 1; }
+
+prod-up: setup prod-deps
+	$(BIN)/python scripts/prod_stack.py up
+
+prod-nightly: setup
+	$(BIN)/python scripts/prod_stack.py nightly
+
+prod-down:
+	$(BIN)/python scripts/prod_stack.py down
+
 model: $(MODEL_DIR)/config.json
 
 demo: setup
@@ -55,7 +79,7 @@ stop:
 status:
 	$(BIN)/python scripts/local_airflow.py status
 
-test: setup
+test: setup prod-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
 

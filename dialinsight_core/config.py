@@ -53,6 +53,9 @@ class StorageSettings(_Model):
     uri: str = "file://var/objectstore"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # In Airflow tasks, s3:// credentials (and the endpoint, if s3_endpoint_url is null) come from this
+    # Airflow AWS connection when it exists; the CLI and a missing connection use boto3's default chain.
+    aws_conn_id: str | None = "aws_default"
 
     @field_validator("uri")
     @classmethod

@@ -111,24 +111,33 @@ def airflow_bin() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
 
+def _live_members() -> dict[int, list[int]]:
+    """pgid -> pids of its processes that are not zombies (an exited child that its parent has not
+    reaped still answers ``kill(pid, 0)``, so signals alone would call it alive)."""
+    groups: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if fields[0] != "Z":
+            groups.setdefault(int(fields[2]), []).append(int(d.name))
+    return groups
+
+
 def pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        state = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
+    return state[state.rindex(")") + 2] != "Z"
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    return pgid in _live_members()
 
 
 def init(env: dict[str, str]) -> None:
@@ -175,7 +184,10 @@ def running() -> bool:
     return bool(st) and all(group_alive(p) for p in st.get("pgids", {}).values())
 
 
-def start(timeout: float = 180) -> dict[str, Any]:
+def start(timeout: float = 180, extra_env: dict[str, str | None] | None = None,
+          extra: tuple[tuple[str, list[str], dict[str, str]], ...] = ()) -> dict[str, Any]:
+    """Start the components (and ``extra`` ones: name, argv, env), each in its own process group.
+    ``extra_env`` is laid over the Airflow environment; a None value removes the variable."""
     if running():
         st = load_state()
         print(f"already running: {st['url']}")
@@ -183,15 +195,21 @@ def start(timeout: float = 180) -> dict[str, Any]:
     stop(quiet=True)
     port = free_port(int(os.environ.get("DIALINSIGHT_UI_PORT", "8080")))
     env = airflow_env(port)
+    for k, v in (extra_env or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     init(env)
     logs = home() / "logs" / "components"
     logs.mkdir(parents=True, exist_ok=True)
     pgids: dict[str, int] = {}
-    for comp in COMPONENTS:
-        with open(logs / f"{comp}.log", "ab") as log:
-            proc = subprocess.Popen([airflow_bin(), *comp.split()], env=env, stdout=log, stderr=subprocess.STDOUT,
+    procs = [(c, [airflow_bin(), *c.split()], {}) for c in COMPONENTS] + list(extra)
+    for name, argv, own_env in procs:
+        with open(logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, env={**env, **own_env}, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
-        pgids[comp] = proc.pid
+        pgids[name] = proc.pid
     st = {"port": port, "url": f"http://127.0.0.1:{port}", "pgids": pgids, "home": str(home())}
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text(json.dumps(st))

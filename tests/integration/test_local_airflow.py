@@ -16,23 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import procs_with_env
 from tests.support.receivers import SmtpReceiver, WebhookReceiver, connections_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _procs_with_home(home: Path) -> list[int]:
-    needle = f"AIRFLOW_HOME={home}".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
 
 
 def _api(port: int, path: str, token: str | None = None, body: dict | None = None):
@@ -117,4 +105,4 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
     finally:
         stop = subprocess.run([*script, "stop"], env=env, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stderr
-    assert _procs_with_home(home) == []
+    assert procs_with_env("AIRFLOW_HOME", str(home)) == []

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 DAG_ID = "dialinsight_nightly"
 CHECK_DAG_ID = "dialinsight_snapshot_check"  # scheduled on the snapshot asset that publish emits
+LOCAL_MAX_DIALOGUES = int(os.environ.get("DEMO_MAX_DIALOGUES", "24"))  # per source, for every run of this deployment
 
 
 def home() -> Path:
@@ -104,6 +105,9 @@ def airflow_env(port: int, log_ports: tuple[int, int] | None = None) -> dict[str
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), str(ROOT / "plugins"), env.get("PYTHONPATH", "")) if p),
     })
+    # the embedded default labels on 2 CPU cores: its scheduled nightly (and the slot that unpausing
+    # starts) reads a bounded sample, so the first snapshot comes in minutes; 0 = all (production)
+    env.setdefault("DIALINSIGHT__INGEST__MAX_DIALOGUES", str(LOCAL_MAX_DIALOGUES))
     return env
 
 
@@ -279,21 +283,57 @@ def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
     return run["dag_run_id"]
 
 
+def _label_progress(port: int, token: str, quoted: str, ti: dict[str, Any]) -> str | None:
+    """The last 'label progress' line of a running label task's log (answered, rate, time left)."""
+    path = (f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}"
+            f"?map_index={ti['map_index']}&full_content=true")
+    try:
+        log = api(port, "GET", path, token=token, timeout=10)
+    except (urllib.error.URLError, OSError, json.JSONDecodeError):
+        return None
+    events = [e.get("event", "") if isinstance(e, dict) else str(e) for e in (log or {}).get("content", [])]
+    found = [e for e in events if "label progress:" in e]
+    return found[-1].split("label progress:", 1)[1].strip() if found else None
+
+
+def run_progress(port: int, token: str, run_id: str) -> tuple[dict[str, Any], str]:
+    """(run, one line): tasks done of total, what is running, and a running label task's progress."""
+    quoted = urllib.request.quote(run_id, safe="")
+    run = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}", token=token)
+    tis = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances", token=token).get("task_instances", [])
+    name = {id(t): t["task_id"] + ("" if t["map_index"] < 0 else f"[{t['map_index']}]") for t in tis}
+    done = sum(t["state"] in ("success", "skipped") for t in tis)
+    running = [t for t in tis if t["state"] == "running"]
+    parts = [f"{done}/{len(tis)} tasks done"] + ([f"running: {', '.join(name[id(t)] for t in running)}"] if running else [])
+    for t in running:
+        if t["task_id"] == "label":
+            prog = _label_progress(port, token, quoted, t)
+            if prog:
+                parts.append(f"{name[id(t)]}: {prog}")
+    failed = [name[id(t)] for t in tis if t["state"] in ("failed", "upstream_failed")]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    return run, "; ".join(parts)
+
+
 def wait_run(port: int, run_id: str, timeout: float) -> dict[str, Any]:
+    """Wait for ``run_id``, showing the progress of whatever run is going: while it queues behind
+    another run (max_active_runs=1), that run's."""
     deadline = time.monotonic() + timeout
     token, last = login(port), ""
-    quoted = urllib.request.quote(run_id, safe="")
     while time.monotonic() < deadline:
         try:
-            run = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}", token=token)
+            run, line = run_progress(port, token, run_id)
+            if run["state"] == "queued":
+                ahead = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=running", token=token).get("dag_runs", [])
+                if ahead:
+                    _, other = run_progress(port, token, ahead[0]["dag_run_id"])
+                    line = f"queued behind {ahead[0]['dag_run_id']} ({other})"
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
                 token = login(port)
                 continue
             raise
-        tis = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances", token=token)
-        line = " ".join(f"{t['task_id']}{'' if t['map_index'] < 0 else '[' + str(t['map_index']) + ']'}="
-                        f"{t['state']}" for t in tis.get("task_instances", []))
         if line != last:
             print(f"  [{time.strftime('%H:%M:%S')}] {run['state']}: {line}", flush=True)
             last = line
@@ -360,11 +400,60 @@ def demo(max_dialogues: int, timeout: float) -> None:
                              token=token).get("dag_runs", []) if r["dag_run_id"] != run_id]
     for r in others:
         print(f"note: {r['dag_run_id']} ({r['run_type']}) runs first (max_active_runs=1): unpausing a catchup=False "
-              "DAG runs its latest nightly slot with the config's defaults")
+              "DAG runs its latest nightly slot. This deployment's runs read "
+              f"{os.environ.get('DIALINSIGHT__INGEST__MAX_DIALOGUES', LOCAL_MAX_DIALOGUES)} dialogues per source, "
+              "and yours then finds most labels in the request cache.")
     run = wait_run(port, run_id, timeout)
     if run["state"] != "success":
         raise SystemExit(f"run {run_id} {run['state']}: see {st['url']}/dags/{DAG_ID} and {home()}/logs")
     summary(port, run)
+
+
+def backfill(start_date: str, end_date: str, conf: dict[str, Any] | None = None, reprocess: str = "completed",
+             timeout: float = 1800) -> list[dict[str, Any]]:
+    """An Airflow 3 backfill of the nightly over [start_date, end_date] (the REST call the UI's Backfill
+    dialog makes; CLI: ``airflow backfill create``). One run per logical date, one at a time; a date
+    that already has a run is cleared and rerun (``reprocess``), so its run id, and the snapshot id
+    made from it, stay the same: a second backfill of a range publishes the same snapshots and
+    resends nothing (the request cache has every answer). Returns date, run id, state, snapshot id."""
+    st = load_state()
+    if not st:
+        raise SystemExit("Airflow is not running: make start (or make prod-up)")
+    port, token = st["port"], login(st["port"])
+    wait_for_dag(port, token)
+    api(port, "PATCH", f"/api/v2/dags/{CHECK_DAG_ID}", {"is_paused": False}, token=token)
+    api(port, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=token)
+    body = {"dag_id": DAG_ID, "from_date": f"{start_date}T00:00:00Z", "to_date": f"{end_date}T23:59:59Z",
+            "reprocess_behavior": reprocess, "max_active_runs": 1, "dag_run_conf": conf or {}}
+    bf = api(port, "POST", "/api/v2/backfills", body, token=token)
+    print(f"backfill {bf['id']} of {DAG_ID}: {start_date} .. {end_date} (reprocess: {reprocess})", flush=True)
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        token = login(port)
+        runs = [r for r in api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100", token=token)["dag_runs"]
+                if r.get("logical_date") and start_date <= r["logical_date"][:10] <= end_date]
+        line = ", ".join(f"{r['logical_date'][:10]} {r['state']}" for r in sorted(runs, key=lambda r: r["logical_date"]))
+        if line != last:
+            print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)
+            last = line
+        done = api(port, "GET", f"/api/v2/backfills/{bf['id']}", token=token).get("completed_at")
+        if done and runs and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(5)
+    else:
+        raise SystemExit(f"backfill {bf['id']} not finished after {timeout:.0f}s")
+    out = []
+    for r in sorted(runs, key=lambda r: r["logical_date"]):
+        snapshot = None
+        if r["state"] == "success":
+            quoted = urllib.request.quote(r["dag_run_id"], safe="")
+            xcom = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/publish/xcomEntries/"
+                       "return_value", token=token)
+            value = xcom["value"] if isinstance(xcom.get("value"), dict) else json.loads(xcom["value"])
+            snapshot = value["asset_extra"]["snapshot_id"]
+        out.append({"ds": r["logical_date"][:10], "run_id": r["dag_run_id"], "state": r["state"], "snapshot_id": snapshot})
+    print(json.dumps(out, indent=1))
+    return out
 
 
 def main() -> None:
@@ -376,6 +465,11 @@ def main() -> None:
     d = sub.add_parser("demo")
     d.add_argument("--max-dialogues", type=int, default=int(os.environ.get("DEMO_MAX_DIALOGUES", "12")))
     d.add_argument("--timeout", type=float, default=1200)
+    b = sub.add_parser("backfill", help="backfill the nightly over a date range (idempotent per logical date)")
+    b.add_argument("start_date", help="YYYY-MM-DD")
+    b.add_argument("end_date", help="YYYY-MM-DD")
+    b.add_argument("--conf", default="{}", help="run conf (the Trigger form's Params) as JSON")
+    b.add_argument("--reprocess", default="completed", choices=["none", "failed", "completed"])
     args = parser.parse_args()
     if args.cmd == "start":
         start()
@@ -384,6 +478,10 @@ def main() -> None:
     elif args.cmd == "status":
         st = load_state()
         print(json.dumps({**st, "running": running(), "healthy": bool(st and healthy(st["port"]))}, indent=2))
+    elif args.cmd == "backfill":
+        runs = backfill(args.start_date, args.end_date, json.loads(args.conf), args.reprocess)
+        if any(r["state"] != "success" for r in runs):
+            raise SystemExit(1)
     else:
         demo(args.max_dialogues, args.timeout)
 

@@ -2,6 +2,7 @@
 
     python scripts/prod_stack.py up        # PostgreSQL, Redis, S3 server, Airflow (CeleryExecutor, 2 workers)
     python scripts/prod_stack.py nightly   # trigger dialinsight_nightly, wait, say where each task ran
+    python scripts/prod_stack.py backfill 2026-11-20 2026-11-21   # an Airflow backfill, one run per date
     python scripts/prod_stack.py down      # stop every process it started, remove the Postgres cluster
 
 What runs, each in its own process group, on free loopback ports:
@@ -205,6 +206,10 @@ def main() -> None:
     n.add_argument("--max-dialogues", type=int, default=6)
     n.add_argument("--engine-base-url", default=None, help="an OpenAI-compatible server; default: the config's engine")
     n.add_argument("--timeout", type=float, default=900)
+    b = sub.add_parser("backfill", help="backfill the nightly over a date range (idempotent per logical date)")
+    b.add_argument("start_date")
+    b.add_argument("end_date")
+    b.add_argument("--conf", default="{}", help="run conf as JSON")
     sub.add_parser("down")
     args = ap.parse_args()
     if args.cmd == "up":
@@ -214,6 +219,9 @@ def main() -> None:
         if args.engine_base_url:
             conf.update(engine="openai", engine_base_url=args.engine_base_url)
         if nightly(conf, args.timeout)["state"] != "success":
+            raise SystemExit(1)
+    elif args.cmd == "backfill":
+        if any(r["state"] != "success" for r in la.backfill(args.start_date, args.end_date, json.loads(args.conf))):
             raise SystemExit(1)
     else:
         down()

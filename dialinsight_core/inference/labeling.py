@@ -130,6 +130,29 @@ def _cache_row(key: str, res: LabelResult, model: str, engine: str) -> dict[str,
             "error_detail": res.error_detail, "model": model, "engine": engine, "created_at": time.time()}
 
 
+class _Progress:
+    """One log line every ``every_s`` seconds while requests stream in: what a person watching a
+    label task (or ``make demo``) wants to know, how far it is and how long is left."""
+
+    def __init__(self, total: int, hits: int, to_send: int, every_s: float = 15.0) -> None:
+        self.total, self.hits, self.to_send, self.every_s = total, hits, to_send, every_s
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, sent: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s and sent < self.to_send:
+            return
+        self.last = now
+        rate = sent / (now - self.start) if now > self.start else 0.0
+        left = (self.to_send - sent) / rate if rate else 0.0
+        log.info("label progress: %d/%d answered (%d from the cache), %.2f req/s, about %s left",
+                 self.hits + sent, self.total, self.hits, rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 class CachedEngine(Engine):
     """An engine behind the request cache: answers cached requests from the store, sends the rest
     (once per distinct payload, in ``order``) to the inner engine, and checkpoints results every
@@ -190,6 +213,7 @@ class CachedEngine(Engine):
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-checkpoint")
         flushes: list[Future[None]] = []
         buffer: list[dict[str, Any]] = []
+        progress = _Progress(len(requests), stats["cache_hits"], len(pending))
         try:
             for idx, res in engine.stream([req for _, req in pending]):
                 key = pending[idx][0]
@@ -197,6 +221,7 @@ class CachedEngine(Engine):
                     raise AssertionError(f"engine returned two results for request {res.prompt_id}")
                 seen.add(key)
                 stats["requests_sent"] += 1
+                progress.tick(stats["requests_sent"])
                 stats["request_attempts"] += res.attempts
                 if cache is not None and (res.error_code is None or res.error_code in PERSISTENT_ERRORS):
                     buffer.append(_cache_row(key, res, engine.model, engine.name))

@@ -72,6 +72,26 @@ def test_nightly_on_celery_postgres_redis_s3(tmp_path, fake_openai):
         manifest = json.loads(s3.get_object(Bucket="dialinsight", Key=f"dialinsight/{latest['manifest']}")["Body"].read())
         assert manifest["counts"]["dialogues_read"] >= 3 and manifest["uri"].startswith("s3://dialinsight/dialinsight/")
         assert srv.requests_by_kind()["label"] >= manifest["counts"]["prompts"] - manifest["counts"]["quarantined"]
+
+        # a backfill of a date range (Airflow 3 backfills, as the UI makes them), twice: idempotent per
+        # logical date, the same snapshot ids, nothing resent the second time
+        def backfill() -> list[dict]:
+            res = subprocess.run([*script, "backfill", "2026-11-20", "2026-11-21"], env=env, capture_output=True,
+                                 text=True, timeout=900)
+            assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+            return json.loads(res.stdout[res.stdout.rindex("\n[") + 1:])
+
+        first = backfill()
+        assert [r["ds"] for r in first] == ["2026-11-20", "2026-11-21"] and {r["state"] for r in first} == {"success"}
+        assert all(r["run_id"].startswith("backfill__") for r in first)
+        sent = srv.total
+        second = backfill()
+        assert [(r["run_id"], r["snapshot_id"]) for r in second] == [(r["run_id"], r["snapshot_id"]) for r in first]
+        assert srv.total == sent  # every label and judge answer came from the request cache
+        for r in first:
+            key = f"dialinsight/snapshots/ds={r['ds']}/"
+            listed = s3.list_objects_v2(Bucket="dialinsight", Prefix=key)["Contents"]
+            assert sum(o["Key"].endswith("/manifest.json") for o in listed) == 1, key  # one snapshot per date
     finally:
         down = subprocess.run([*script, "down"], env=env, capture_output=True, text=True, timeout=180)
     assert down.returncode == 0, down.stderr

@@ -310,9 +310,12 @@ def run_progress(port: int, token: str, run_id: str) -> tuple[dict[str, Any], st
             prog = _label_progress(port, token, quoted, t)
             if prog:
                 parts.append(f"{name[id(t)]}: {prog}")
-    failed = [name[id(t)] for t in tis if t["state"] in ("failed", "upstream_failed")]
+    failed = [name[id(t)] for t in tis if t["state"] == "failed"]
     if failed:
-        parts.append(f"failed: {', '.join(failed)}")
+        parts.append(f"FAILED: {', '.join(failed)}")
+    upstream = sum(t["state"] == "upstream_failed" for t in tis)
+    if upstream:
+        parts.append(f"{upstream} not run (upstream failed)")
     return run, "; ".join(parts)
 
 

@@ -9,8 +9,11 @@ re-runs the ``airflow`` entry point and fails on Airflow's masked DB URL (STACK.
 from __future__ import annotations
 
 import os
+import sys
 import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dialinsight_core.config import EngineSettings
@@ -26,6 +29,27 @@ def configure_vllm_env(cfg: EngineSettings) -> None:
     if bind == "auto":
         bind = f"0-{max((os.cpu_count() or 1) - 1, 0)}"
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
+
+
+@contextmanager
+def startup_output_to_stdout() -> Iterator[None]:
+    """While the engine starts, what torch and vLLM print to stderr (NUMA binding, "Triton not
+    available" on CPU, weight-loading notes) goes to stdout: none of it is an error, and Airflow
+    logs every stderr line of a task at ERROR level. Done at the file-descriptor level, because
+    much of it is written by C++ code."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(1, 2)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.*")  # torch's own import
+            yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _failure(req: LabelRequest, exc: Exception) -> LabelResult:
@@ -45,13 +69,18 @@ class VLLMEngine(Engine):
 
     def __init__(self, cfg: EngineSettings, model_path: str):
         configure_vllm_env(cfg)
-        from vllm import LLM
-
         self.cfg = cfg
         self.model = cfg.served_model_name or os.path.basename(model_path.rstrip("/"))
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"model folder {model_path} not found: run `make model` (scripts/prepare_model.py)")
-        self.llm = LLM(
+        with startup_output_to_stdout():
+            self.llm = self._build(cfg, model_path)
+
+    @staticmethod
+    def _build(cfg: EngineSettings, model_path: str) -> Any:
+        from vllm import LLM
+
+        return LLM(
             model=model_path,
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
@@ -62,6 +91,7 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_prefix_caching=cfg.enable_prefix_caching,
             seed=cfg.seed,
+            use_tqdm_on_load=False,  # no progress bar in task logs
         )
 
     def _params(self, schema: dict[str, Any]) -> Any:

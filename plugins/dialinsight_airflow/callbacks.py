@@ -59,15 +59,27 @@ NOISY_LOGGERS = ("great_expectations", "vllm", "jieba", "botocore", "boto3", "s3
                  "httpcore", "openai", "matplotlib", "datasets", "filelock", "fsspec", "transformers", "torch")
 
 
+class _LibraryNoise(logging.Filter):
+    """Drops library records below WARNING at the root handlers, whatever level a library sets on
+    its own logger when it is imported later (Great Expectations does)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LOGGERS)
+
+
 def quiet_libraries() -> None:
     """Library lines below WARNING become debug-only: shown when the task logs at DEBUG, hidden at
     INFO, so a task's log opens with its own verdict. vLLM configures its logger when imported, so it
     is told through its environment variable (a user's own setting wins)."""
-    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+    root = logging.getLogger()
+    if root.getEffectiveLevel() <= logging.DEBUG:
         return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if not any(isinstance(f, _LibraryNoise) for f in handler.filters):
+            handler.addFilter(_LibraryNoise())
 
 
 @contextmanager

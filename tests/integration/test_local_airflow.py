@@ -31,6 +31,13 @@ def _api(port: int, path: str, token: str | None = None, body: dict | None = Non
         return json.loads(resp.read())
 
 
+def _task_log(port: int, token: str, run_id: str, task: str, map_index: int) -> list[dict]:
+    quoted = urllib.request.quote(run_id, safe="")
+    log = _api(port, f"/api/v2/dags/dialinsight_nightly/dagRuns/{quoted}/taskInstances/{task}/logs/1"
+                     f"?map_index={map_index}&full_content=true", token)
+    return [e for e in log["content"] if isinstance(e, dict)]
+
+
 @pytest.fixture
 def receivers():
     with SmtpReceiver("alerts", "smtp-secret-2b7c") as smtp, WebhookReceiver() as hook:
@@ -99,6 +106,14 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
         late_mail = _wait_for(lambda: [m for m in smtp.mails if m.subject.startswith("[dialinsight] LATE")], 60)
         assert late_mail and "not finished 0.001 h after its slot" in late_mail[0].body
         assert {m.subject.split()[1] for m in smtp.mails} >= {"OK", "LATE"}
+        # logs a person can read: a successful task logs no ERROR line (the engine's start-up output is not
+        # an error), library INFO is hidden, and the stage's verdict line is there
+        # (the slot run unpausing started went first, so its label task is the one that built the engine)
+        for task, map_index, verdict in (("label", 0, "label OK: "), ("gate", -1, "gate OK: ")):
+            lines = _task_log(port, token, scheduled[0], task, map_index)
+            assert not [e for e in lines if e.get("level") in ("error", "critical")], lines
+            assert not [e for e in lines if str(e.get("logger", "")).startswith("great_expectations")], lines
+            assert any(str(e.get("event", "")).startswith(verdict) for e in lines), lines
         latest = json.loads((tmp_path / "store" / "snapshots" / "latest.json").read_text())
         manifest = json.loads((tmp_path / "store" / latest["manifest"]).read_text())
         assert manifest["engine"]["kind"] == "vllm" and manifest["counts"]["dialogues_read"] == 2

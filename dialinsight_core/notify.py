@@ -169,6 +169,23 @@ def success_message(*, dag_id: str, event: dict[str, Any], run_url: str | None) 
                        "run_url": run_url})
 
 
+def created_late(dag_run: dict[str, Any], deadline_time: str) -> bool:
+    """A run that was created after its own deadline: a backfill of old dates, or the catch-up slot
+    a fresh or unpaused deployment starts. Its lateness is not news, so no alert is sent for it."""
+    if dag_run.get("run_type") == "backfill":
+        return True
+    queued = str(dag_run.get("queued_at") or "")
+    return bool(queued) and _instant(queued) > _instant(deadline_time)
+
+
+def _instant(value: str) -> str:
+    """ISO instants compare as text once written the same way (UTC, 'T', no zone suffix)."""
+    from datetime import UTC, datetime  # lazy: only late alerts compare times
+
+    t = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
 def late_message(*, dag_run: dict[str, Any], deadline_time: str, hours: float | None, run_url: str | None) -> Message:
     """The nightly is not finished N hours after its slot (from a deadline's callback context)."""
     dag_id, run_id = dag_run.get("dag_id", "?"), dag_run.get("dag_run_id") or dag_run.get("run_id", "?")

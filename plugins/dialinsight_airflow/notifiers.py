@@ -77,6 +77,11 @@ class DialinsightNotifier(BaseNotifier):
         if self.event == "run_late":
             dag_run = dict(context.get("dag_run") or {})
             deadline = dict(context.get("deadline") or {})
+            if notify.created_late(dag_run, str(deadline.get("deadline_time"))):
+                log.info("late-run alert not sent: %s (%s) was created after its deadline %s (a backfill or the "
+                         "catch-up slot of a new or unpaused deployment)", dag_run.get("dag_run_id"),
+                         dag_run.get("run_type"), deadline.get("deadline_time"))
+                return None
             return notify.late_message(dag_run=dag_run, deadline_time=str(deadline.get("deadline_time")),
                                        hours=n.deadline_hours,
                                        run_url=run_url(dag_run.get("dag_id", "?"), dag_run.get("dag_run_id", "?")))

@@ -85,6 +85,15 @@ def test_success_and_late_messages():
     assert late.severity == "warning" and "not finished 6 h after its slot" in late.subject
 
 
+def test_runs_created_after_their_deadline_raise_no_late_alert():
+    from dialinsight_core.notify import created_late
+
+    deadline = "2026-12-02 08:00:00+00:00"
+    assert created_late({"run_type": "scheduled", "queued_at": "2026-12-02T09:04:35.1+00:00"}, deadline)  # catch-up
+    assert created_late({"run_type": "backfill", "queued_at": "2026-12-02T07:00:00Z"}, deadline)
+    assert not created_late({"run_type": "scheduled", "queued_at": "2026-12-02T02:00:01Z"}, deadline)
+
+
 def test_verdicts_fail_at_once_and_let_transient_faults_retry():
     from airflow.sdk.exceptions import AirflowFailException
     from dialinsight_airflow.callbacks import verdicts

@@ -56,8 +56,8 @@ class JudgeVerdict:
     tokens: int
 
 
-def _audit_draw(seed: int, prompt_id: str) -> float:
-    return stable_int(seed, "judge-audit", prompt_id) / float(1 << 63)
+def _audit_draw(seed: int, ds: str, prompt_id: str) -> float:
+    return stable_int(seed, "judge-audit", ds, prompt_id) / float(1 << 63)
 
 
 def no_selection(cap: int = 0) -> tuple[dict[str, str], dict[str, int]]:
@@ -65,19 +65,20 @@ def no_selection(cap: int = 0) -> tuple[dict[str, str], dict[str, int]]:
     return {}, {"cap": cap, "audit": 0, "borderline_candidates": 0, "borderline": 0, "skipped_by_cap": 0}
 
 
-def select_for_judge(records: list[dict[str, Any]], settings: Settings) -> tuple[dict[str, str], dict[str, int]]:
+def select_for_judge(records: list[dict[str, Any]], settings: Settings, ds: str = "") -> tuple[dict[str, str], dict[str, int]]:
     """Which records the judge sees and why: {prompt_id: "audit" | "borderline"}, plus counts.
 
     ``records`` carry ``prompt_id``, ``cheap_score``, ``passes`` (every row threshold met) and
     ``margin`` (how far the closest graded dimension is above its threshold). The audit sample is
-    drawn first (seeded by prompt id, so reruns judge the same records); borderline records
-    closest to a threshold fill the rest of the cap.
+    drawn first, seeded by the logical date ``ds`` and the prompt id: a rerun of a date judges the
+    same records (and finds their verdicts in the request cache), another night audits others;
+    borderline records closest to a threshold fill the rest of the cap.
     """
     cfg = settings.quality.judge
     cap = int(cfg.max_share * len(records))
     if not cfg.enabled or cap == 0:
         return no_selection(cap)
-    draws = sorted((_audit_draw(settings.seed, r["prompt_id"]), r["prompt_id"]) for r in records)
+    draws = sorted((_audit_draw(settings.seed, ds, r["prompt_id"]), r["prompt_id"]) for r in records)
     audit = [pid for d, pid in draws if d < cfg.audit_fraction][:cap]
     chosen = dict.fromkeys(audit, "audit")
     band = sorted((r.get("margin", 1.0), r["cheap_score"], r["prompt_id"]) for r in records

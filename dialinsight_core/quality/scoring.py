@@ -65,7 +65,7 @@ def _dialogue_texts(turns: pa.Table, settings: Settings) -> tuple[dict[str, str]
 
 def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructions: pa.Table,
                  output_schemas: dict[str, dict[str, Any]], settings: Settings,
-                 judge_engine: Callable[[], Engine] | None = None) -> ScoreResult:
+                 judge_engine: Callable[[], Engine] | None = None, ds: str = "") -> ScoreResult:
     """labels (+ prompt, dialogue and instruction context) -> ``scored`` table and cost stats.
 
     ``judge_engine`` builds the judge's engine; it is called only if some record needs the judge
@@ -126,7 +126,7 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
     chosen, sel = judge.select_for_judge(
         [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"], "margin": r["_margin"]}
          for r in rows],
-        settings) if judge_engine is not None else judge.no_selection()
+        settings, ds) if judge_engine is not None else judge.no_selection()
     verdicts: dict[str, judge.JudgeVerdict] = {}
     t_judge = 0.0
     engine_desc: dict[str, Any] = {}

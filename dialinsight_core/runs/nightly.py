@@ -167,7 +167,7 @@ def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, l
     res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
                        ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
                        ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
-                       load_output_schemas(ctx.settings), ctx.settings, factory)
+                       load_output_schemas(ctx.settings), ctx.settings, factory, ctx.ds)
     keys = ctx.write_stage("score", {"scored": res.scored}, res.stats)
     return {"keys": cast(ScoreKeys, keys), "stats": res.stats}
 

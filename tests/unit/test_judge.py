@@ -39,6 +39,18 @@ def test_only_borderline_and_audit_records_are_judged_and_never_more_than_max_sh
     assert select_for_judge(records, s)[0] == chosen  # seeded: a rerun judges the same records
 
 
+def test_audit_sample_changes_with_the_logical_date_and_not_within_one(make_settings):
+    """Issue 15: the same prompts were audited every night. Seeded by (seed, ds, prompt id) now."""
+    s = make_settings(DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="0.1", DIALINSIGHT__QUALITY__JUDGE__MAX_SHARE="0.3")
+    records = _records(400, cheap=0.99)
+    nights = {ds: {p for p, why in select_for_judge(records, s, ds)[0].items() if why == "audit"}
+              for ds in ("2026-11-24", "2026-11-25")}
+    assert all(20 <= len(a) <= 60 for a in nights.values())
+    assert nights["2026-11-24"] != nights["2026-11-25"]
+    assert len(nights["2026-11-24"] & nights["2026-11-25"]) < 0.5 * len(nights["2026-11-24"])  # ~10 % overlap
+    assert {p for p, w in select_for_judge(records, s, "2026-11-24")[0].items() if w == "audit"} == nights["2026-11-24"]
+
+
 def test_clear_accepts_and_hard_failures_are_not_judged_except_audit(make_settings):
     s = make_settings(DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="0")
     chosen, _ = select_for_judge(_records(50, cheap=0.99) + _records(50, cheap=0.8, passes=False), s)

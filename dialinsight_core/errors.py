@@ -34,5 +34,5 @@ class TooManyFailures(RuntimeError):
     the server may come back; retried, and a retry resends only what was not answered)."""
 
     def __init__(self, message: str, hint: str = "") -> None:
-        self.hint = hint
+        self.summary, self.hint = message, hint
         super().__init__(message + (" " + hint if hint else ""))

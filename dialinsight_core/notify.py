@@ -19,8 +19,15 @@ from dialinsight_core.errors import BatchGateFailed, DataVerdict, TooManyFailure
 
 EVENTS = ("task_failed", "run_succeeded", "run_late")
 
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
+
+
+def strip_url_credentials(text: str) -> str:
+    """``user:password@`` (or ``token@``) dropped from every URL in ``text``."""
+    return _URL_USERINFO.sub(r"\1", text)
+
+
 _SECRET_SHAPES = (
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.I), r"\1"),  # user:password@ in a URL: dropped
     (re.compile(r"([?&](?:token|key|api[_-]?key|secret|password|passwd|sig|signature|x-amz-signature|"
                 r"x-amz-credential|x-amz-security-token)=)[^&\s]+", re.I), r"\1***"),
     (re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1***"),
@@ -37,6 +44,7 @@ def scrub(text: str, secrets: Iterable[str] = (), limit: int = 600) -> str:
     out = str(text)
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         out = out.replace(secret, "***")
+    out = strip_url_credentials(out)
     for pattern, repl in _SECRET_SHAPES:
         out = pattern.sub(repl, out)
     from dialinsight_core.pii import Redactor  # lazy: jieba and the name lists load only when a message is built
@@ -109,8 +117,7 @@ def describe_failure(exc: BaseException | None, secrets: Iterable[str] = (), lim
                        scrub(err.next_step, secrets, limit))
     first, *rest = (str(err).strip() or type(err).__name__).splitlines() or [""]
     if isinstance(err, TooManyFailures):
-        head = str(err)[: len(str(err)) - len(err.hint)].strip() if err.hint else first
-        return Failure("transient", "TooManyFailures", scrub(head, secrets, limit), (),
+        return Failure("transient", "TooManyFailures", scrub(err.summary, secrets, limit), (),
                        scrub(err.hint or "check the LLM engine", secrets, limit))
     details = tuple(scrub(ln.strip(), secrets, 300) for ln in rest[:5] if ln.strip())
     if isinstance(err, DataVerdict):

@@ -115,29 +115,30 @@ def airflow_bin() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
 
+def _stat(pid_dir: Path) -> tuple[str, int] | None:
+    """(state, process group) from /proc/<pid>/stat, or None when the process is gone."""
+    try:
+        stat = (pid_dir / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+    return fields[0], int(fields[2])
+
+
 def _live_members() -> dict[int, list[int]]:
     """pgid -> pids of its processes that are not zombies (an exited child that its parent has not
     reaped still answers ``kill(pid, 0)``, so signals alone would call it alive)."""
     groups: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if fields[0] != "Z":
-            groups.setdefault(int(fields[2]), []).append(int(d.name))
+        st = _stat(d) if d.name.isdigit() else None
+        if st and st[0] != "Z":
+            groups.setdefault(st[1], []).append(int(d.name))
     return groups
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
+    st = _stat(Path("/proc") / str(pid))
+    return st is not None and st[0] != "Z"
 
 
 def group_alive(pgid: int) -> bool:
@@ -276,9 +277,13 @@ def wait_for_dag(port: int, token: str, timeout: float = 120, dag_id: str = DAG_
     raise SystemExit(f"{dag_id} not parsed after {timeout:.0f}s; import errors: {json.dumps(errors)[:2000]}")
 
 
-def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
+def unpause(port: int, token: str) -> None:
     api(port, "PATCH", f"/api/v2/dags/{CHECK_DAG_ID}", {"is_paused": False}, token=token)  # runs on each snapshot
     api(port, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=token)
+
+
+def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
+    unpause(port, token)
     run = api(port, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}, token=token)
     return run["dag_run_id"]
 
@@ -424,8 +429,7 @@ def backfill(start_date: str, end_date: str, conf: dict[str, Any] | None = None,
         raise SystemExit("Airflow is not running: make start (or make prod-up)")
     port, token = st["port"], login(st["port"])
     wait_for_dag(port, token)
-    api(port, "PATCH", f"/api/v2/dags/{CHECK_DAG_ID}", {"is_paused": False}, token=token)
-    api(port, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=token)
+    unpause(port, token)
     body = {"dag_id": DAG_ID, "from_date": f"{start_date}T00:00:00Z", "to_date": f"{end_date}T23:59:59Z",
             "reprocess_behavior": reprocess, "max_active_runs": 1, "dag_run_conf": conf or {}}
     bf = api(port, "POST", "/api/v2/backfills", body, token=token)

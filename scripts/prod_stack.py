@@ -135,23 +135,11 @@ def up(timeout: float = 240) -> dict[str, Any]:
                        # task instances record which worker ran them (plugins/dialinsight_airflow/hostnames.py)
                        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "dialinsight_airflow.hostnames.worker_hostname",
                        "DIALINSIGHT_WORKER_NAME": f"{name}.{socket.gethostname()}"}))
-    saved = {k: os.environ.get(k) for k in env}
-    for k, v in env.items():  # init() and the config checks in this process see the stack's settings too
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
     try:
         st = la.start(timeout, extra_env=env, extra=tuple(extra))
     except BaseException:
         stop_postgres()  # la.start stopped what it started
         raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     _wait_http(s3_url)
     import boto3  # lazy: only the bucket bootstrap needs it
 

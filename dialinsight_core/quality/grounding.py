@@ -238,8 +238,8 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
     src_units = _fact_units(prompt_text) | _fact_units(dialogue_text)
     # a Chinese word is supported wherever its characters stand together in the source: the segmenter
     # may cut the same characters differently in another sentence (看房 / 看 + 房)
-    supported = [u for u in units if u in src_units
-                 or (_CJK.search(u) and (u in fold(prompt_text) or u in fold(dialogue_text)))]
+    folded = (fold(prompt_text), fold(dialogue_text))
+    supported = [u for u in units if u in src_units or (_CJK.search(u) and any(u in f for f in folded))]
     lex = len(supported) / len(units) if units else 1.0
     score = (0.5 ** len(unsupported)) * (0.5 + 0.5 * lex)
     return round(score, 6), unsupported

@@ -11,7 +11,6 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -43,6 +42,7 @@ from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
 from dialinsight_core.llm import Engine, model_name, sampling_dict
+from dialinsight_core.notify import strip_url_credentials
 from dialinsight_core.prompts import build_prompts, shard_prompts
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
@@ -83,7 +83,7 @@ def engine_hint(settings: Settings, by_reason: dict[str, int]) -> str:
     log: the URL and a command that tests it, never the API key itself."""
     e = settings.engine
     if e.kind == "openai":
-        url = re.sub(r"//[^/@\s]*@", "//", str(e.base_url)).rstrip("/")  # credentials in the URL stay out of logs
+        url = strip_url_credentials(str(e.base_url)).rstrip("/")  # credentials in the URL stay out of logs
         where = (f"Engine: OpenAI-compatible server at {url}, model {e.served_model_name or e.model} "
                  f"(API key from ${e.api_key_env}). Test it from the worker: curl -s {url}/models")
     else:
@@ -300,8 +300,7 @@ def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: 
         "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md", "report": f"{uri}/report.html",
         "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined")},
         "accept_rate": round(counts["accepted"] / judged, 4) if judged else 0.0,
-        "top_reject_reasons": dict(sorted(gate_out["stats"]["rejected_by_reason"].items(),
-                                          key=lambda kv: (-kv[1], kv[0]))[:5]),
+        "top_reject_reasons": dict(_ranked(gate_out["stats"]["rejected_by_reason"], 5)),
         "suites": {name: {"version": v.get("version"), "hash": v.get("hash")} for name, v in gate_out["gx"]["suites"].items()},
     }
 
@@ -320,9 +319,13 @@ def summary_markdown(event: dict[str, Any]) -> str:
     ])
 
 
+def _ranked(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
+    """The ``n`` largest counts, ties by name (the same order in logs, events and alerts)."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
 def _top(counts: dict[str, int], n: int = 3) -> str:
-    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return ", ".join(f"{k} {v}" for k, v in items) or "none"
+    return ", ".join(f"{k} {v}" for k, v in _ranked(counts, n)) or "none"
 
 
 def verdict_line(ctx: RunContext, stage: str, out: Any) -> str:

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow.sdk import BaseHook, BaseNotifier
 
@@ -34,8 +34,6 @@ def _conf_base_url() -> str | None:
 
 
 def run_url(dag_id: str, run_id: str) -> str | None:
-    from urllib.parse import quote
-
     base = _conf_base_url()
     return f"{base.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id)}" if base else None
 
@@ -105,13 +103,15 @@ class DialinsightNotifier(BaseNotifier):
             failure=notify.describe_failure(context.get("exception"), secrets, n.max_error_chars))
 
     @staticmethod
-    def _conn_ids(settings: Any) -> list[str]:
+    def _conn_ids(settings: Any) -> dict[str, str]:
+        """channel -> connection id, for the configured channels."""
         n = settings.notifications
-        return [c for ch, c in (("email", n.email_conn_id), ("webhook", n.webhook_conn_id)) if ch in n.channels]
+        ids = {"email": n.email_conn_id, "webhook": n.webhook_conn_id}
+        return {ch: ids[ch] for ch in n.channels}
 
     @staticmethod
-    def _secrets_of(conn: Any) -> list[str]:
-        return [s for s in (conn.password, conn.get_uri()) if s]
+    def _secrets_of(conns: dict[str, Any]) -> list[str]:
+        return [s for conn in conns.values() for s in (conn.password, conn.get_uri()) if s]
 
     def _wanted(self, settings: Any) -> bool:
         n = settings.notifications
@@ -132,16 +132,16 @@ class DialinsightNotifier(BaseNotifier):
         from dialinsight_core.config import load_settings  # lazy: the settings of the moment the event happens
 
         settings = load_settings()
-        secrets: list[str] = []
-        for conn_id in self._conn_ids(settings):
+        conns: dict[str, Any] = {}
+        for channel, conn_id in self._conn_ids(settings).items():
             try:
-                secrets += self._secrets_of(BaseHook.get_connection(conn_id))
+                conns[channel] = BaseHook.get_connection(conn_id)
             except Exception:  # a missing connection is reported when sending
                 continue
-        msg = self._ready(context, settings, secrets)
+        msg = self._ready(context, settings, self._secrets_of(conns))
         for channel in settings.notifications.channels if msg else ():
             try:
-                (_send_email if channel == "email" else _send_webhook)(msg, settings.notifications)
+                (_send_email if channel == "email" else _send_webhook)(msg, settings.notifications, conns.get(channel))
                 _sent(msg, channel, None)
             except Exception as exc:  # one broken channel must not hide the others
                 _sent(msg, channel, exc)
@@ -151,16 +151,17 @@ class DialinsightNotifier(BaseNotifier):
         from dialinsight_core.config import load_settings  # lazy: the settings of the moment the event happens
 
         settings = load_settings()
-        secrets: list[str] = []
-        for conn_id in self._conn_ids(settings):
+        conns: dict[str, Any] = {}
+        for channel, conn_id in self._conn_ids(settings).items():
             try:
-                secrets += self._secrets_of(await BaseHook.aget_connection(conn_id))
+                conns[channel] = await BaseHook.aget_connection(conn_id)
             except Exception:  # a missing connection is reported when sending
                 continue
-        msg = self._ready(context, settings, secrets)
+        msg = self._ready(context, settings, self._secrets_of(conns))
         for channel in settings.notifications.channels if msg else ():
             try:
-                await (_asend_email if channel == "email" else _asend_webhook)(msg, settings.notifications)
+                await (_asend_email if channel == "email" else _asend_webhook)(msg, settings.notifications,
+                                                                               conns.get(channel))
                 _sent(msg, channel, None)
             except Exception as exc:  # one broken channel must not hide the others
                 _sent(msg, channel, exc)
@@ -178,7 +179,7 @@ def _log(msg: Any) -> None:
     log.log(level, "%s\n%s", msg.subject, msg.text())
 
 
-def _send_email(msg: Any, n: Any) -> None:
+def _send_email(msg: Any, n: Any, conn: Any = None) -> None:  # SmtpHook reads its own connection
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     with SmtpHook(smtp_conn_id=n.email_conn_id) as hook:
@@ -186,7 +187,7 @@ def _send_email(msg: Any, n: Any) -> None:
                              mime_subtype="alternative")
 
 
-async def _asend_email(msg: Any, n: Any) -> None:
+async def _asend_email(msg: Any, n: Any, conn: Any = None) -> None:  # SmtpHook reads its own connection
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     async with SmtpHook(smtp_conn_id=n.email_conn_id) as hook:
@@ -194,22 +195,21 @@ async def _asend_email(msg: Any, n: Any) -> None:
                                     from_email=n.email_from, mime_subtype="alternative")
 
 
-def _auth_header(conn: Any) -> dict[str, str]:
+def _headers(conn: Any) -> dict[str, str]:
     # a token-only webhook (no login): the connection's password is sent as a bearer token
-    return {"Authorization": f"Bearer {conn.password}"} if conn.password and not conn.login else {}
+    auth = {"Authorization": f"Bearer {conn.password}"} if conn is not None and conn.password and not conn.login else {}
+    return {"Content-Type": "application/json", **auth}
 
 
-def _send_webhook(msg: Any, n: Any) -> None:
+def _send_webhook(msg: Any, n: Any, conn: Any = None) -> None:
     from airflow.providers.http.hooks.http import HttpHook
 
-    hook = HttpHook(method="POST", http_conn_id=n.webhook_conn_id)
-    headers = {"Content-Type": "application/json", **_auth_header(hook.get_connection(n.webhook_conn_id))}
-    hook.run(endpoint=None, json=msg.payload(), headers=headers, extra_options={"timeout": 30})
+    HttpHook(method="POST", http_conn_id=n.webhook_conn_id).run(endpoint=None, json=msg.payload(), headers=_headers(conn),
+                                                                extra_options={"timeout": 30})
 
 
-async def _asend_webhook(msg: Any, n: Any) -> None:
+async def _asend_webhook(msg: Any, n: Any, conn: Any = None) -> None:
     from airflow.providers.http.hooks.http import HttpAsyncHook
 
-    hook = HttpAsyncHook(method="POST", http_conn_id=n.webhook_conn_id, retry_limit=2)
-    conn = await hook.aget_connection(n.webhook_conn_id)
-    await hook.run(endpoint=None, json=msg.payload(), headers={"Content-Type": "application/json", **_auth_header(conn)})
+    await HttpAsyncHook(method="POST", http_conn_id=n.webhook_conn_id, retry_limit=2).run(
+        endpoint=None, json=msg.payload(), headers=_headers(conn))

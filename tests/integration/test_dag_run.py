@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
-from pathlib import Path
 
 import boto3
 import pandas as pd
 import pytest
 
+from tests.support.dags import load_dag
 from tests.support.fake_openai import planted
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["dialinsight_nightly"]
 
 
 @pytest.fixture
@@ -63,7 +53,7 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     import json
 
     s3, bucket, srv = s3_env
-    dag = _load_dag()
+    dag = load_dag()
     logical = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     run = dag.test(logical_date=logical, run_conf={"max_dialogues": 20})
     assert run.state == "success"
@@ -114,7 +104,7 @@ def test_failing_batch_gate_fails_the_gate_task_and_publishes_nothing(airflow_db
     # retries on: a batch-gate verdict must fail at once (AirflowFailException), not be retried
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "2")
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRY_DELAY_S", "1")
-    dag = _load_dag()
+    dag = load_dag()
     run = dag.test(logical_date=datetime(2026, 11, 25, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 6})
     assert run.state == "failed"
     tis = {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 0}
@@ -136,7 +126,7 @@ def test_config_error_from_the_run_form_fails_at_once_without_retries(airflow_db
     monkeypatch.delenv("DIALINSIGHT__ENGINE__BASE_URL")
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "2")
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRY_DELAY_S", "30")  # a retry would show as a 30 s wait and try 2
-    run = _load_dag().test(logical_date=datetime(2026, 11, 26, 2, 0, tzinfo=UTC),
+    run = load_dag().test(logical_date=datetime(2026, 11, 26, 2, 0, tzinfo=UTC),
                            run_conf={"max_dialogues": 2, "engine": "openai"})
     assert run.state == "failed"
     tis = {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 0}
@@ -153,7 +143,7 @@ def test_same_logical_date_twice_publishes_same_record_ids(airflow_db, s3_env):
     ids, sent = [], []
     for _ in range(2):
         before = srv.total
-        run = _load_dag().test(logical_date=logical, run_conf={"max_dialogues": 8})
+        run = load_dag().test(logical_date=logical, run_conf={"max_dialogues": 8})
         assert run.state == "success"
         sent.append(srv.total - before)
         latest = json.loads(_get(s3, bucket, "dialinsight/snapshots/latest.json"))

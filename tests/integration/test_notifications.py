@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from dialinsight_core.pii import find_pii
+from tests.support.dags import load_dag
 from tests.support.fake_openai import planted
 from tests.support.receivers import SmtpReceiver, WebhookReceiver, connections_env, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SMTP_PASSWORD = "smtp-Pa55word-7f3a9c"
 WEBHOOK_TOKEN = "xoxb-webhook-token-5e1d0b2a"
 API_KEY = "sk-test-engine-key-4c8d2f7e9a1b"
@@ -36,14 +36,6 @@ def channels(monkeypatch, tmp_path):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         yield smtp, hook, tmp_path / "store"
-
-
-def _dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["dialinsight_nightly"]
 
 
 def _engine(monkeypatch, base_url: str) -> None:
@@ -71,7 +63,7 @@ def _assert_safe(texts: list[str], store: Path) -> None:
 def test_run_summary_on_success_in_both_channels(airflow_db, channels, fake_openai, monkeypatch):
     smtp, hook, store = channels
     _engine(monkeypatch, fake_openai(planted(0.25, "repeat")).base_url)
-    run = _dag().test(logical_date=datetime(2026, 11, 20, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 12})
+    run = load_dag().test(logical_date=datetime(2026, 11, 20, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 12})
     assert run.state == "success"
     latest = json.loads((store / "snapshots" / "latest.json").read_text())
     manifest = json.loads((store / latest["manifest"]).read_text())
@@ -104,7 +96,7 @@ def test_failing_gate_alert_names_the_expectation_observed_and_bound(airflow_db,
     _engine(monkeypatch, fake_openai(planted(0.25, "repeat")).base_url)
     monkeypatch.setenv("DIALINSIGHT__GATES__MIN_ACCEPT_RATE", "0.99")
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "2")  # a data verdict is not retried anyway
-    run = _dag().test(logical_date=datetime(2026, 11, 21, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 8})
+    run = load_dag().test(logical_date=datetime(2026, 11, 21, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 8})
     assert run.state == "failed"
     (post,) = hook.posts  # one alert: the gate; publish (upstream failed) and nothing else
     b = post.body
@@ -130,7 +122,7 @@ def test_label_task_that_cannot_reach_its_server_alerts_after_its_last_try(airfl
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRIES", "1")  # transient: retried once, one alert after the last try
     monkeypatch.setenv("DIALINSIGHT__AIRFLOW__RETRY_DELAY_S", "0")
     monkeypatch.setenv("DIALINSIGHT__LABELING__SHARDS", "1")
-    run = _dag().test(logical_date=datetime(2026, 11, 22, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 3})
+    run = load_dag().test(logical_date=datetime(2026, 11, 22, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 3})
     assert run.state == "failed"
     label = next(ti for ti in run.get_task_instances() if ti.task_id == "label")
     assert label.try_number == 2

@@ -34,7 +34,10 @@ fails `gate` with the failed expectations and publishes nothing (no event); its 
 under `work/ds=.../run=.../gate/gx/`.
 
 **Params:** `max_dialogues` (0 = all), `sources` (empty = all configured), `engine`
-(`config`, `vllm` or `openai`), `engine_base_url` (for `openai`), `shards` (0 = config).
+(`config`, `vllm` or `openai`), `engine_base_url` (for `openai`), `shards` (0 = config),
+`promote`. A run that sets `max_dialogues`, `sources` or `engine` publishes its snapshot but does
+not move `snapshots/latest.json` (what downstream readers load) unless `promote` is on; nor does a
+run whose logical date is older than latest's (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ def _done(ctx: RunContext, name: str, out):
         "engine_base_url": Param(None, type=["null", "string"],
                                  description="OpenAI-compatible base URL when engine=openai (e.g. http://vllm:8000/v1)."),
         "shards": Param(0, type="integer", minimum=0, maximum=256, description="Label shards; 0 = config."),
+        "promote": Param(False, type="boolean",
+                         description="Move latest.json to this run's snapshot even if the run sets max_dialogues, "
+                                     "sources or engine, or its date is older than latest's (docs/reliability.md)."),
     },
 )
 def dialinsight_nightly() -> None:

@@ -1,6 +1,7 @@
 """Command line: run the whole pipeline in one process, without Airflow.
 
-    python -m dialinsight_core run --ds 2026-11-25 [--run-id ID] [--max-dialogues N] [--source NAME ...] [--summary FILE]
+    python -m dialinsight_core run --ds 2026-11-25 [--run-id ID] [--max-dialogues N] [--source NAME ...]
+        [--promote] [--summary FILE]
 
 Uses the same config (``config/dialinsight.yaml`` + ``DIALINSIGHT__*`` env) and stage code as the
 DAG; prints the publish summary as JSON. Useful for debugging a stage and for benchmarks.
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-id", default=None)
     run.add_argument("--max-dialogues", type=int, default=0)
     run.add_argument("--source", action="append", default=[])
+    run.add_argument("--promote", action="store_true",
+                     help="move latest.json to this snapshot even with --max-dialogues/--source or an older --ds")
     run.add_argument("--summary", default=None, help="also write the JSON summary to this file")
     args = parser.parse_args(argv)
 
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     run_id = args.run_id or f"cli__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-    ctx = RunContext(settings, args.ds, run_id, {"max_dialogues": args.max_dialogues, "sources": args.source})
+    ctx = RunContext(settings, args.ds, run_id, {"max_dialogues": args.max_dialogues, "sources": args.source,
+                                                  "promote": args.promote})
     try:
         result = run_all(ctx)
     except BatchGateFailed as exc:

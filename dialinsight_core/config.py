@@ -231,6 +231,9 @@ class EngineSettings(_Model):
     model: str = ".cache/models/smollm2-135m-instruct"
     served_model_name: str | None = None
     base_url: str | None = None
+    # the served model's revision (e.g. its Hugging Face commit) for kind=openai: a server does not
+    # expose its weights, so new weights behind the same model name need a new revision here
+    model_revision: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = Field(default=0.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -266,6 +269,10 @@ class LabelingSettings(_Model):
     checkpoint_every: int = Field(default=64, ge=1)
     cache: bool = True
     cache_prefix: str = "cache/label"
+    # the cache index: rows bucketed by the first hex digits of their key; compaction folds the
+    # checkpoint chunks into the buckets once this many have accumulated (docs/labeling.md)
+    cache_buckets: Literal[1, 16, 256, 4096] = 16
+    cache_compact_chunks: int = Field(default=32, ge=1)
     # prefix: prompts sharing a dialogue prefix run together (vLLM prefix caching); input: as built;
     # shuffled: seeded random order (the benchmark's baseline)
     order: Literal["prefix", "input", "shuffled"] = "prefix"
@@ -421,9 +428,18 @@ class CardSettings(_Model):
     limitations: list[str] = Field(default_factory=list)  # added to the card's "Known limitations"
 
 
+class RetentionSettings(_Model):
+    """Which committed snapshots to keep (docs/reliability.md). A snapshot is kept when any rule keeps
+    it; the one ``latest.json`` points at is always kept. Both null: keep everything."""
+
+    keep_last: int | None = Field(default=None, ge=1)  # the newest N committed snapshots (by ds, then commit time)
+    max_age_days: float | None = Field(default=None, gt=0)  # snapshots committed in the last N days
+
+
 class PublishingSettings(_Model):
     exports: ExportSettings = ExportSettings()
     card: CardSettings = CardSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 class Settings(_Model):

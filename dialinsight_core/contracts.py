@@ -61,6 +61,7 @@ class CacheCounters(TypedDict):
     engine_seconds: float
     cache_unreadable_chunks: int
     cache_prefix: str | None
+    cache_files_read: int  # chunks + segments a lookup opened (bounded by compaction, not by history)
     order: str
 
 
@@ -199,9 +200,19 @@ class ExportManifest(TypedDict):
     mixin: dict[str, Any]
 
 
+class LatestMove(TypedDict):
+    """What publishing did with ``latest.json``: moved to this snapshot, or why not."""
+
+    moved: bool
+    why: str
+    latest: str | None  # the snapshot id latest.json points at afterwards
+
+
 class PublishOut(TypedDict):
     snapshot_uri: str
     counts: dict[str, Any]
+    latest: NotRequired[LatestMove]
+    retention: NotRequired[dict[str, Any]]
     already_published: NotRequired[bool]
     asset_extra: NotRequired[dict[str, Any]]  # the snapshot asset event's extra (run layer)
     summary_md: NotRequired[str]  # headline figures in Markdown (run layer)
@@ -221,3 +232,21 @@ class ReviewExport(TypedDict):
     counts: dict[str, int]
     review_uri: str
     review_md: str
+
+
+# Run params that change what a run reads or how it labels (their defaults: the deployment's config).
+# A run with any of them set publishes its snapshot but does not move ``latest.json`` unless
+# ``promote`` is set: what downstream readers get never depends on someone's test trigger.
+OVERRIDE_PARAMS: dict[str, Any] = {"max_dialogues": 0, "sources": None, "engine": "config", "engine_base_url": None}
+
+
+def run_overrides(params: dict[str, Any] | None) -> list[str]:
+    """Names of the override params this run sets (``[]`` for a nightly / full run)."""
+    params = params or {}
+    return [k for k, default in OVERRIDE_PARAMS.items() if params.get(k) not in (default, None, [], "", 0)]
+
+
+def promoted(params: dict[str, Any] | None) -> bool:
+    """``promote``: move ``latest.json`` to this run's snapshot even if it is an override run or an
+    older logical date than the current one (docs/reliability.md)."""
+    return bool((params or {}).get("promote"))

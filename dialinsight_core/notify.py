@@ -158,11 +158,15 @@ def success_message(*, dag_id: str, event: dict[str, Any], run_url: str | None) 
     reasons = event.get("top_reject_reasons") or {}
     top = ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none"
     lines = [f"OK: {dag_id} run {event['run_id']} published snapshot {event['snapshot_id']} for {event['ds']}.",
-             f"Accepted {c['accepted']}, rejected {c['rejected']}, quarantined {c['quarantined']} of {c['prompts']} "
-             f"prompts from {c['dialogues_read']} dialogue records (accept rate {event['accept_rate']:.1%}).",
+             f"Accepted {c['accepted']}, rejected {c['rejected']}, quarantined {c['quarantined_prompts']} of {c['prompts']} "
+             f"prompts from {c['dialogues_read']} dialogue records, {c['quarantined_dialogues']} of which were "
+             f"quarantined (accept rate {event['accept_rate']:.1%}).",
              f"Top reject reasons: {top}.",
              f"Snapshot: {event['uri']}",
              f"Report: {event['report']}"]
+    latest = event.get("latest") or {}
+    if latest and not latest.get("moved"):
+        lines.insert(3, f"latest.json was not moved: {latest.get('why')}.")
     if event.get("already_published"):
         lines.insert(1, "This run had already published this snapshot (a rerun): nothing was rewritten.")
     if run_url:

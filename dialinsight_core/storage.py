@@ -2,8 +2,12 @@
 
 ``file://`` backs the embedded default (persistent, no server); ``s3://`` uses boto3 with a
 configurable endpoint (AWS, MinIO, moto in tests). Stages only see keys relative to the store
-root, so the same code publishes to either. Snapshots are immutable: writing a key that exists
-under ``snapshots/`` fails unless it is the ``latest.json`` pointer.
+root, so the same code publishes to either. Two primitives make publishing safe under concurrency
+and crashes (docs/reliability.md): a create-only write (``overwrite=False``: ``If-None-Match: *`` on
+S3, an exclusive hard link on ``file://``) commits a snapshot's manifest exactly once, and a
+compare-and-swap pointer (``read_pointer`` / ``swap_pointer``: ``If-Match`` on the ETag on S3, a
+create-only generation log on ``file://``) moves ``latest.json`` without a lock and without losing
+a concurrent update.
 """
 
 from __future__ import annotations
@@ -47,6 +51,19 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a key that is already gone is not an error."""
+
+    @abstractmethod
+    def read_pointer(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """A small JSON pointer and its version (None, None when absent), for ``swap_pointer``."""
+
+    @abstractmethod
+    def swap_pointer(self, key: str, obj: dict[str, Any], version: str | None) -> bool:
+        """Write ``obj`` only if the pointer is still at ``version`` (None: only if absent);
+        False when someone else moved it first (re-read and decide again)."""
 
     def url(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -106,6 +123,44 @@ class FileObjectStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    # The pointer on a file system: every move is a create-only entry ``<key>.d/<generation>.json``
+    # (os.link: exactly one writer creates generation n + 1, no lock), and ``<key>`` itself is a copy of
+    # the newest entry that each writer refreshes until it is stable (so a slow writer never leaves an
+    # older copy behind). Readers of ``<key>`` (people, ``datasets``) see some committed generation;
+    # ``read_pointer`` sees the newest. A ``<key>`` without a log (an older deployment) is generation 0.
+    def _log(self, key: str) -> Path:
+        return self._path(key + ".d")
+
+    def _generation(self, key: str) -> int:
+        log = self._log(key)
+        gens = [int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()] if log.is_dir() else []
+        return max(gens, default=0)
+
+    def read_pointer(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        gen = self._generation(key)
+        path = self._log(key) / f"{gen:012d}.json" if gen else self._path(key)
+        if not path.exists():
+            return None, None
+        return json.loads(path.read_bytes()), str(gen)
+
+    def swap_pointer(self, key: str, obj: dict[str, Any], version: str | None) -> bool:
+        gen = int(version or 0) + 1
+        if version is None and self._path(key).exists():
+            return False  # absent was expected
+        data = json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode()
+        try:
+            self.write_bytes(f"{key}.d/{gen:012d}.json", data, overwrite=False)
+        except ObjectExistsError:
+            return False
+        while True:  # publish the newest generation as <key>; stop once nobody moved it meanwhile
+            newest = self._generation(key)
+            self.write_bytes(key, (self._log(key) / f"{newest:012d}.json").read_bytes())
+            if self._generation(key) == newest:
+                return True
+
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if base.is_file():
@@ -146,6 +201,29 @@ class S3ObjectStore(ObjectStore):
             if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
                 raise ObjectExistsError(f"{self.url(key)} already exists") from None
             raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def read_pointer(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            return None, None
+        return json.loads(obj["Body"].read()), obj["ETag"]
+
+    def swap_pointer(self, key: str, obj: dict[str, Any], version: str | None) -> bool:
+        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), **condition,
+                                   Body=json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode())
+        except self.client.exceptions.ClientError as exc:
+            # 412: someone moved it; 409: a concurrent conditional write; 404: deleted under If-Match
+            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict",
+                                                              "409", "NoSuchKey", "404"}:
+                return False
+            raise
+        return True
 
     def exists(self, key: str) -> bool:
         try:

@@ -368,7 +368,8 @@ def summary(port: int, run: dict[str, Any]) -> None:
     print(f"dialogues read : {c['dialogues_read']}   prompts: {c['prompts']}")
     print(f"accepted       : {c['accepted']}")
     print(f"rejected       : {c['rejected']}")
-    print(f"quarantined    : {c['quarantined']}  {c['quarantined_by_stage']}")
+    print(f"quarantined    : {c['quarantined_dialogues']} dialogues, {c['quarantined_prompts']} prompts  "
+          f"{c['quarantined_by_stage']}")
     print(f"snapshot       : {result['snapshot_uri']}")
     print(f"run report     : {result['snapshot_uri']}/report.html")
     print(f"dataset card   : {result['snapshot_uri']}/README.md   (datasets.load_dataset(<snapshot folder>))")
@@ -401,7 +402,7 @@ def demo(max_dialogues: int, timeout: float) -> None:
     token = login(port)
     wait_for_dag(port, token)
     wait_for_dag(port, token, dag_id=CHECK_DAG_ID)
-    run_id = trigger(port, token, {"max_dialogues": max_dialogues})
+    run_id = trigger(port, token, {"max_dialogues": max_dialogues, "promote": True})
     print(f"triggered {DAG_ID} run {run_id} (max_dialogues={max_dialogues}); UI: {st['url']}")
     time.sleep(3)  # let the scheduler create the nightly slot that unpausing may have started
     others = [r for r in api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running",

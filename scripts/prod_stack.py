@@ -203,7 +203,7 @@ def main() -> None:
     if args.cmd == "up":
         up()
     elif args.cmd == "nightly":
-        conf: dict[str, Any] = {"max_dialogues": args.max_dialogues}
+        conf: dict[str, Any] = {"max_dialogues": args.max_dialogues, "promote": True}
         if args.engine_base_url:
             conf.update(engine="openai", engine_base_url=args.engine_base_url)
         if nightly(conf, args.timeout)["state"] != "success":

@@ -4,8 +4,9 @@ A folder (vLLM in-process) is fingerprinted by its config and tokenizer files in
 weight file by name, size and its first and last MiB (the safetensors header with every tensor's
 dtype, shape and offset, plus data at both ends): new weights in the same folder get a new
 fingerprint, and a 100 GB model is not read whole. A model the engine only knows by name (an
-OpenAI-compatible server, a hub id) is recorded as ``name:<model>``: the server does not expose
-its weights. Published rows carry it as ``model_fingerprint`` (docs/dataset.md).
+OpenAI-compatible server, a hub id) is recorded as ``name:<model>``, plus ``@<revision>`` when
+``engine.model_revision`` is set: the server does not expose its weights. Published rows carry it
+as ``model_fingerprint`` (docs/dataset.md), and the request cache keys on it.
 """
 
 from __future__ import annotations
@@ -56,4 +57,4 @@ def model_fingerprint(settings: Settings) -> str:
         path = settings.resolve_path(cfg.model)
         if path.is_dir():
             return folder_fingerprint(path)
-    return f"name:{model_name(cfg)}"
+    return f"name:{model_name(cfg)}" + (f"@{cfg.model_revision}" if cfg.model_revision else "")

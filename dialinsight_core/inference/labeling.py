@@ -1,12 +1,13 @@
 """The label stage over one shard: request cache, chunked checkpoints, prefix-aware order.
 
-The checkpoint *is* the request cache: while a shard runs, finished results are flushed every
-``labeling.checkpoint_every`` records as an immutable Parquet chunk under
-``<cache_prefix>/shard-<fingerprint>/``. The fingerprint hashes the shard's request keys, so an
-Airflow retry, a cleared run or a new run over the same prompts finds the chunks an earlier
-attempt wrote (also one that was killed with ``kill -9``: it loses only the chunk in flight)
-and sends only the requests without a cached result. Keys hash the full payload (model,
-messages, sampling parameters, schema), so a changed model or parameter never reuses a result.
+The checkpoint *is* the request cache (``cache.RequestCache``): while a shard runs, finished
+results are flushed every ``labeling.checkpoint_every`` records as an immutable Parquet chunk. The
+cache is content-addressed: a request's key hashes its full payload (the model's fingerprint,
+messages, sampling parameters, schema), so an Airflow retry, a cleared run, a run with another
+``labeling.shards`` or ``max_dialogues``, or another date's run finds the answers an earlier
+attempt wrote (also one killed with ``kill -9``: it loses only the chunk in flight) and sends
+only the requests without one. A changed model (new weights, even in the same folder) or
+parameter never reuses a result.
 
 Failures are records: a request that still fails after the engine's retries is quarantined with
 its reason. Deterministic failures (context too long, bad request) are cached like results;
@@ -15,12 +16,10 @@ transient ones (timeouts, 5xx, unreadable replies) are not, so a retry tries the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ import pyarrow as pa
 from dialinsight_core import schemas
 from dialinsight_core.config import EngineSettings, Settings
 from dialinsight_core.contracts import CacheStats, LabelStats
+from dialinsight_core.inference.cache import RequestCache
 from dialinsight_core.inference.fingerprint import model_fingerprint
 from dialinsight_core.llm import (
     Engine,
@@ -49,66 +49,11 @@ log = logging.getLogger(__name__)
 STAGE = "label"
 PERSISTENT_ERRORS = frozenset({"context_too_long", "bad_request"})  # resending cannot change these
 
-CACHE_SCHEMA = pa.schema([
-    ("request_key", pa.string()),
-    ("prompt_id", pa.string()),
-    ("output_text", pa.string()),
-    ("finish_reason", pa.string()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("latency_s", pa.float64()),
-    ("error_code", pa.string()),
-    ("error_detail", pa.string()),
-    ("model", pa.string()),
-    ("engine", pa.string()),
-    ("created_at", pa.float64()),
-])
-
-
 @dataclass
 class LabelStageResult:
     labels: pa.Table
     quarantined: pa.Table
     stats: LabelStats
-
-
-class ShardCache:
-    """The chunk files of one shard fingerprint; each flush is a new, atomically written object."""
-
-    def __init__(self, store: ObjectStore, prefix: str):
-        self.store = store
-        self.prefix = prefix
-        self.unreadable: list[str] = []
-        self.chunks_written = 0
-
-    @classmethod
-    def for_keys(cls, store: ObjectStore, cache_prefix: str, keys: list[str]) -> ShardCache:
-        fp = hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:24]
-        return cls(store, f"{cache_prefix.strip('/')}/shard-{fp}")
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        """Cached rows by request key; a chunk that cannot be read (torn write) is skipped, not fatal."""
-        rows: dict[str, dict[str, Any]] = {}
-        for key in sorted(self.store.list(self.prefix + "/")):
-            if not key.endswith(".parquet"):
-                continue
-            try:
-                tbl = self.store.read_table(key, CACHE_SCHEMA)
-            except Exception as exc:  # any unreadable chunk is recomputed
-                log.warning("skipping unreadable cache chunk %s: %s", key, exc)
-                self.unreadable.append(key)
-                continue
-            for row in tbl.to_pylist():
-                rows.setdefault(row["request_key"], row)
-        return rows
-
-    def flush(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.store.write_table(f"{self.prefix}/{name}", pa.Table.from_pylist(rows, schema=CACHE_SCHEMA),
-                               overwrite=False)
-        self.chunks_written += 1
 
 
 def order_requests(items: list[tuple[str, LabelRequest]], order: str, seed: int = 0) -> list[tuple[str, LabelRequest]]:
@@ -163,12 +108,16 @@ class CachedEngine(Engine):
     cached (ordering and de-duplication still apply)."""
 
     def __init__(self, inner: Engine | Callable[[], Engine], engine_cfg: EngineSettings, store: ObjectStore | None,
-                 cache_prefix: str, checkpoint_every: int = 64, order: str = "input", owns_inner: bool = False):
+                 cache_prefix: str, checkpoint_every: int = 64, order: str = "input", owns_inner: bool = False,
+                 model_id: str | None = None, buckets: int = 16, compact_chunks: int = 32):
         self._inner = inner
         self.owns_inner = owns_inner
         self.cfg = engine_cfg
         self.name = inner.name if isinstance(inner, Engine) else engine_cfg.kind
         self.model = inner.model if isinstance(inner, Engine) else model_name(engine_cfg)
+        self.model_id = model_id or f"name:{self.model}"  # what request keys hash: the model's identity
+        self.buckets = buckets
+        self.compact_chunks = compact_chunks
         self.store = store
         self.cache_prefix = cache_prefix
         self.checkpoint_every = checkpoint_every
@@ -183,16 +132,18 @@ class CachedEngine(Engine):
 
     def stream(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
         sampling = sampling_dict(self.cfg)
-        keys = [request_key(self.model, req, sampling) for req in requests]
-        cache = ShardCache.for_keys(self.store, self.cache_prefix, keys) if self.store is not None else None
-        cached = cache.load() if cache else {}
+        keys = [request_key(self.model_id, req, sampling) for req in requests]
+        cache = RequestCache(self.store, self.cache_prefix, self.buckets, self.compact_chunks) \
+            if self.store is not None else None
+        cached = cache.lookup(keys) if cache else {}
         by_key: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             by_key.setdefault(key, []).append(i)
         stats: CacheStats = {"requests": len(requests), "cache_hits": 0, "requests_sent": 0, "request_attempts": 0,
                              "checkpoint_chunks_written": 0, "engine_seconds": 0.0,
                              "cache_unreadable_chunks": len(cache.unreadable) if cache else 0,
-                             "cache_prefix": cache.prefix if cache else None, "order": self.order}
+                             "cache_prefix": cache.prefix if cache else None, "order": self.order,
+                             "cache_files_read": cache.files_read if cache else 0}
         self.stats = stats
         for key, idxs in by_key.items():
             if key in cached:
@@ -234,6 +185,8 @@ class CachedEngine(Engine):
                 flushes.append(writer.submit(cache.flush, buffer))
             for f in flushes:
                 f.result()  # a failed checkpoint write fails the task (the retry resumes)
+            if cache is not None:
+                cache.maybe_compact()
         finally:
             writer.shutdown(wait=True)
             stats["engine_seconds"] = round(time.perf_counter() - start, 3)
@@ -263,7 +216,8 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
     requests = [LabelRequest(r["prompt_id"], json.loads(r["messages"]), output_schemas[r["output_schema_id"]])
                 for r in rows]
     cached_engine = CachedEngine(engine, settings.engine, store if cfg.cache else None, cfg.cache_prefix,
-                                 cfg.checkpoint_every, cfg.order)
+                                 cfg.checkpoint_every, cfg.order, model_id=model_fingerprint(settings),
+                                 buckets=cfg.cache_buckets, compact_chunks=cfg.cache_compact_chunks)
     results = cached_engine.generate(requests)
     sp_hash = sampling_params_hash(settings.engine)
     fingerprint = model_fingerprint(settings)
@@ -307,6 +261,7 @@ def label_prompts(prompts: pa.Table, engine: Engine | Callable[[], Engine], outp
         "engine_seconds": cache_stats["engine_seconds"],
         "cache_unreadable_chunks": cache_stats["cache_unreadable_chunks"],
         "cache_prefix": cache_stats["cache_prefix"],
+        "cache_files_read": cache_stats["cache_files_read"],
         "order": cache_stats["order"],
         "fresh_prompt_tokens": sum(r.prompt_tokens for r in fresh_ok),
         "fresh_completion_tokens": sum(r.completion_tokens for r in fresh_ok),

@@ -3,11 +3,15 @@
 A snapshot is ``snapshots/ds=<ds>/run=<run>/`` with ``data/`` (complete training examples:
 ``examples``), ``rejected/`` and ``quarantined/`` Parquet, ``exports/`` in fine-tuning formats
 (``exports``), a dataset card ``README.md`` that ``datasets.load_dataset`` reads (``card``), the
-dialogue index later runs deduplicate against, the GX evidence and a manifest. The manifest is the
-commit marker: written last and write-once, so a reader never sees a snapshot without it, and
-``latest.json`` moves only after it (gates have passed to get here). A publish that died before
-its manifest is redone; one that finished is recognised and not redone. docs/dataset.md,
-docs/architecture.md ("Object-store layout").
+dialogue index later runs deduplicate against, the GX evidence and a manifest.
+
+The commit protocol (docs/reliability.md): every data file is written first, the manifest last
+with a create-only write; a snapshot exists for readers only once its manifest does (readers go
+through the manifest or ``latest.json``, never a listing). ``latest.json`` then moves by
+compare-and-swap, only forward in (logical date, commit time), and only for a run without
+override params, unless the run is promoted. A publish that died before its manifest is redone;
+one that committed is recognised, not redone, and still moves ``latest.json`` if it died before
+that. docs/dataset.md, docs/architecture.md ("Object-store layout").
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ from typing import Any
 import pyarrow as pa
 
 from dialinsight_core import schemas
-from dialinsight_core.config import CardSettings, ExportSettings
-from dialinsight_core.contracts import Baseline, ExportManifest, PublishOut
+from dialinsight_core.config import CardSettings, ExportSettings, RetentionSettings
+from dialinsight_core.contracts import Baseline, ExportManifest, LatestMove, PublishOut
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, write_exports
 from dialinsight_core.publishing.report import Previous, build_report, reject_reasons
-from dialinsight_core.storage import LATEST_KEY, ObjectStore
+from dialinsight_core.storage import LATEST_KEY, ObjectExistsError, ObjectStore
 
 STAGE = "publish"
 
@@ -55,14 +59,79 @@ class Snapshot:
     card_settings: CardSettings
     report: dict[str, Any]  # the report's inputs besides the tables: families, prompt_mix, score_stats, label_stats
     manifest: dict[str, Any] = field(default_factory=dict)  # further manifest sections (stages, engine, gx, ...)
+    overrides: list[str] = field(default_factory=list)  # override params set (contracts.run_overrides)
+    promote: bool = False  # move latest.json even for an override run or an older date
+    retention: RetentionSettings | None = None
 
 
 def _latest(store: ObjectStore) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``latest.json`` and the manifest it points at (None before the first snapshot)."""
-    if not store.exists(LATEST_KEY):
+    latest, _ = store.read_pointer(LATEST_KEY)
+    if latest is None:
         return None
-    latest = store.read_json(LATEST_KEY)
     return latest, store.read_json(latest["manifest"])
+
+
+def _order(entry: dict[str, Any]) -> tuple[str, str]:
+    return str(entry.get("ds") or ""), str(entry.get("created_at") or "")
+
+
+def move_latest(store: ObjectStore, entry: dict[str, Any], overrides: list[str], promote: bool,
+                attempts: int = 50) -> LatestMove:
+    """Point ``latest.json`` at a committed snapshot by compare-and-swap: only forward in (logical
+    date, commit time), never for an override run, unless ``promote``. A concurrent mover makes the
+    swap fail; the decision is then taken again on what it wrote."""
+    for _ in range(attempts):
+        cur, version = store.read_pointer(LATEST_KEY)
+        cur_id = cur["snapshot_id"] if cur else None
+        if cur_id == entry["snapshot_id"]:
+            return {"moved": True, "why": "latest.json already points at this snapshot", "latest": cur_id}
+        if overrides and not promote:
+            return {"moved": False, "latest": cur_id,
+                    "why": f"override run ({', '.join(overrides)}): published beside latest.json, which still "
+                           f"points at {cur_id}; trigger with promote=true to make it latest"}
+        if cur and _order(cur) > _order(entry) and not promote:
+            return {"moved": False, "latest": cur_id,
+                    "why": f"latest.json points at a newer snapshot ({cur_id}, ds {cur.get('ds')}); it moves only "
+                           "forward unless the run is promoted (promote=true)"}
+        if store.swap_pointer(LATEST_KEY, {**entry, "previous": cur_id}, version):
+            return {"moved": True, "why": "promoted" if promote else "newest complete snapshot",
+                    "latest": entry["snapshot_id"]}
+    raise RuntimeError(f"latest.json kept changing under {attempts} compare-and-swap attempts")
+
+
+def committed_snapshots(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every committed snapshot (one with a manifest), oldest first by (ds, commit time)."""
+    out = []
+    for key in store.list("snapshots/"):
+        if key.endswith("/manifest.json"):
+            m = store.read_json(key)
+            out.append({"prefix": key.removesuffix("/manifest.json"), "snapshot_id": m.get("snapshot_id"),
+                        "ds": m.get("ds"), "created_at": m.get("created_at")})
+    return sorted(out, key=_order)
+
+
+def apply_retention(store: ObjectStore, retention: RetentionSettings | None, now: datetime | None = None) -> dict[str, Any]:
+    """Delete committed snapshots no rule keeps (never the one ``latest.json`` points at): the
+    manifest first, so a reader stops seeing the snapshot before any of its files go."""
+    if retention is None or (retention.keep_last is None and retention.max_age_days is None):
+        return {"rule": "off", "deleted": []}
+    now = now or datetime.now(UTC)
+    latest, _ = store.read_pointer(LATEST_KEY)
+    snaps = list(reversed(committed_snapshots(store)))  # newest first
+    deleted = []
+    for rank, snap in enumerate(snaps):
+        age_days = (now - datetime.fromisoformat(snap["created_at"])).total_seconds() / 86400
+        keep = (latest is not None and snap["snapshot_id"] == latest["snapshot_id"]) \
+            or (retention.keep_last is not None and rank < retention.keep_last) \
+            or (retention.max_age_days is not None and age_days <= retention.max_age_days)
+        if keep:
+            continue
+        store.delete(f"{snap['prefix']}/manifest.json")
+        for key in store.list(snap["prefix"] + "/"):
+            store.delete(key)
+        deleted.append(snap["snapshot_id"])
+    return {"rule": retention.model_dump(), "kept": len(snaps) - len(deleted), "deleted": deleted}
 
 
 def read_latest(store: ObjectStore) -> Baseline | None:
@@ -103,10 +172,7 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
     n = accepted.num_rows
     manifest_key = f"{snap.prefix}/manifest.json"
     if store.exists(manifest_key):  # the manifest is the commit marker of a snapshot
-        existing = store.read_json(manifest_key)
-        if existing.get("record_ids_sha256") == ids_digest(accepted):
-            return {"snapshot_uri": existing["uri"], "counts": existing["counts"], "already_published": True}
-        raise FileExistsError(f"snapshot {store.url(snap.prefix)} is already published with other records (immutable)")
+        return _committed(store, snap, manifest_key, ids_digest(accepted))
     # data files may exist from a publish that died before its manifest: rewrite them
     store.write_table(f"{snap.prefix}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
     store.write_table(f"{snap.prefix}/rejected/part-00000.parquet",
@@ -145,12 +211,28 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
                   "ingest_stats": "ingest_stats.json", "card": "README.md", "report": "report.html",
                   "exports": exported["files"]},
     }
-    store.write_json(manifest_key, manifest, overwrite=False)
-    previous = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else None
-    store.write_json(LATEST_KEY, {"snapshot_id": snap.snapshot_id, "uri": store.url(snap.prefix),
-                                  "manifest": manifest_key, "ds": snap.ds,
-                                  "previous": previous.get("snapshot_id") if previous else None})
-    return {"snapshot_uri": store.url(snap.prefix), "counts": snap.counts}
+    try:
+        store.write_json(manifest_key, manifest, overwrite=False)  # the commit
+    except ObjectExistsError:  # another attempt of this run committed first
+        return _committed(store, snap, manifest_key, manifest["record_ids_sha256"])
+    return {"snapshot_uri": store.url(snap.prefix), "counts": snap.counts, **_after_commit(store, snap, manifest)}
+
+
+def _committed(store: ObjectStore, snap: Snapshot, manifest_key: str, digest: str) -> PublishOut:
+    """This run's snapshot is already committed: the same records are recognised (a retry or a
+    rerun), and ``latest.json`` is still moved if the attempt that committed died before it."""
+    existing = store.read_json(manifest_key)
+    if existing.get("record_ids_sha256") != digest:
+        raise FileExistsError(f"snapshot {store.url(snap.prefix)} is already published with other records (immutable)")
+    return {"snapshot_uri": existing["uri"], "counts": existing["counts"], "already_published": True,
+            **_after_commit(store, snap, existing)}
+
+
+def _after_commit(store: ObjectStore, snap: Snapshot, manifest: dict[str, Any]) -> dict[str, Any]:
+    entry = {"snapshot_id": snap.snapshot_id, "uri": store.url(snap.prefix), "manifest": f"{snap.prefix}/manifest.json",
+             "ds": snap.ds, "created_at": manifest["created_at"]}
+    latest = move_latest(store, entry, snap.overrides, snap.promote)
+    return {"latest": latest, "retention": apply_retention(store, snap.retention)}
 
 
 def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:

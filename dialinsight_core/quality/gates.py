@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
-from dialinsight_core.contracts import Baseline, GateStats
+from dialinsight_core.contracts import Baseline, GateStats, promoted, run_overrides
 from dialinsight_core.quality import REASON_CODES
 from dialinsight_core.quality.data_docs import label_row_gate, make_offline
 
@@ -132,18 +132,17 @@ def expected_rows(settings: Settings, baseline: Baseline | None, dialogues_read:
                   params: dict[str, Any] | None) -> float | str:
     """Accepted rows expected from the previous snapshot, or why there is no baseline.
 
-    Same input limits (``max_dialogues``, ``sources``) as the previous run: its accepted count.
-    Otherwise (e.g. a 24-dialogue demo after a full nightly run) the previous count scaled by
-    dialogues read, so a smaller sample is not mistaken for a broken run.
+    A run that will move ``latest.json`` (a full run, or a promoted one) is held to the latest
+    snapshot's accepted count as it is: downstream readers must not get a dataset that shrank by
+    accident. An override run (``max_dialogues``, ``sources``, ...) publishes beside ``latest``
+    without moving it, so its band is the latest count scaled by dialogues read.
     """
     rc = settings.gates.row_count
     if baseline is None:
         return "no previous published snapshot"
     if baseline.accepted < rc.min_previous_rows:
         return f"previous snapshot {baseline.snapshot_id} has {baseline.accepted} rows < {rc.min_previous_rows}"
-    keys = ("max_dialogues", "sources")
-    same = all((baseline.params or {}).get(k) == (params or {}).get(k) for k in keys)
-    if same or not dialogues_read or not baseline.dialogues_read:
+    if not run_overrides(params) or promoted(params) or not dialogues_read or not baseline.dialogues_read:
         return float(baseline.accepted)
     return baseline.accepted * dialogues_read / baseline.dialogues_read
 

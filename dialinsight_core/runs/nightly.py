@@ -33,6 +33,8 @@ from dialinsight_core.contracts import (
     ScoreKeys,
     ScoreOut,
     ShardRef,
+    promoted,
+    run_overrides,
 )
 from dialinsight_core.errors import BatchGateFailed, TooManyFailures
 from dialinsight_core.inference import CachedEngine, LazyEngine, label_prompts, make_engine
@@ -163,7 +165,9 @@ def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, l
         # the judge's requests go through the same request cache: a rerun pays for no verdict twice
         def factory() -> CachedEngine:
             return CachedEngine(LazyEngine(judge), judge.engine, ctx.store if lab.cache else None,
-                                f"{lab.cache_prefix.rstrip('/')}/judge", lab.checkpoint_every, lab.order, owns_inner=True)
+                                f"{lab.cache_prefix.rstrip('/')}/judge", lab.checkpoint_every, lab.order, owns_inner=True,
+                                model_id=model_fingerprint(judge), buckets=lab.cache_buckets,
+                                compact_chunks=lab.cache_compact_chunks)
     res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
                        ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
                        ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
@@ -242,13 +246,18 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         "prompts": prompts_out["stats"]["prompts"],
         "accepted": accepted.num_rows,
         "rejected": rejected.num_rows,
-        "quarantined": quarantined.num_rows,
+        "quarantined": quarantined.num_rows,  # rows of quarantined/: dialogues and prompts, split below
+        "quarantined_dialogues": ingest_out["stats"]["quarantined"] + prompts_out["stats"]["quarantined"],
+        "quarantined_prompts": sum(o["stats"]["quarantined"] for o in label_outs),
         "quarantined_by_stage": {
             "ingest": ingest_out["stats"]["quarantined"],
             "prompts": prompts_out["stats"]["quarantined"],
             "label": sum(o["stats"]["quarantined"] for o in label_outs),
         },
     }
+    if counts["quarantined"] != counts["quarantined_dialogues"] + counts["quarantined_prompts"]:
+        raise AssertionError(f"quarantined/ holds {counts['quarantined']} rows, the stages quarantined "
+                             f"{counts['quarantined_by_stage']}")
     gx = gate_out["gx"]
     judge = score_out["stats"]["judge"]
     fingerprints = sorted({f for t in (accepted, rejected) for f in t.column("model_fingerprint").to_pylist() if f}) \
@@ -276,6 +285,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
               "sampling_params": json.dumps(sampling, sort_keys=True), "judge_model": judge.get("model"),
               "judge": judge, "rule_dims": list(RULE_DIMENSIONS), "thresholds": dict(settings.quality.thresholds),
               "suite_version": settings.gates.suite_version, "limitations": limitations},
+        overrides=run_overrides(ctx.params), promote=promoted(ctx.params), retention=settings.publishing.retention,
         manifest={
             "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
                        "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},
@@ -287,8 +297,11 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
             "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
             "summary_md": summary,
         }))
-    return {**out, "asset_extra": {**event, "already_published": bool(out.get("already_published"))},
-            "summary_md": summary}
+    latest = out.get("latest")
+    return {**out, "asset_extra": {**event, "already_published": bool(out.get("already_published")),
+                                   "latest": dict(latest) if latest else None},
+            "summary_md": summary + (f"\n- latest.json: {'moved here' if latest['moved'] else 'not moved'} "
+                                     f"({latest['why']})" if latest else "")}
 
 
 def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: GateOut) -> dict[str, Any]:
@@ -298,7 +311,8 @@ def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: 
     return {
         "snapshot_id": ctx.paths.snapshot_id, "uri": uri, "ds": ctx.ds, "run_id": ctx.run_id,
         "manifest": f"{uri}/manifest.json", "card": f"{uri}/README.md", "report": f"{uri}/report.html",
-        "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined")},
+        "counts": {k: counts[k] for k in ("dialogues_read", "prompts", "accepted", "rejected", "quarantined",
+                                          "quarantined_dialogues", "quarantined_prompts")},
         "accept_rate": round(counts["accepted"] / judged, 4) if judged else 0.0,
         "top_reject_reasons": dict(_ranked(gate_out["stats"]["rejected_by_reason"], 5)),
         "suites": {name: {"version": v.get("version"), "hash": v.get("hash")} for name, v in gate_out["gx"]["suites"].items()},
@@ -310,8 +324,9 @@ def summary_markdown(event: dict[str, Any]) -> str:
     c = event["counts"]
     return "\n".join([
         f"### dialinsight snapshot `{event['snapshot_id']}` (run `{event['run_id']}`)",
-        f"- **{c['accepted']} accepted**, {c['rejected']} rejected, {c['quarantined']} quarantined "
-        f"of {c['prompts']} prompts from {c['dialogues_read']} dialogue records (accept rate {event['accept_rate']:.1%})",
+        f"- **{c['accepted']} accepted**, {c['rejected']} rejected, {c['quarantined_prompts']} quarantined "
+        f"of {c['prompts']} prompts from {c['dialogues_read']} dialogue records ({c['quarantined_dialogues']} "
+        f"dialogues quarantined; accept rate {event['accept_rate']:.1%})",
         f"- snapshot: {event['uri']}",
         f"- run report: {event['report']}",
         f"- dataset card: {event['card']}",
@@ -359,21 +374,28 @@ def verdict_line(ctx: RunContext, stage: str, out: Any) -> str:
 
 def check_conservation(ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
                        score_out: ScoreOut, gate_out: GateOut) -> None:
-    """records in = accepted + rejected + quarantined, per stage (raises on any loss)."""
-    i, p, g = ingest_out["stats"], prompts_out["stats"], gate_out["stats"]
+    """records in = accepted + rejected + quarantined inside every stage, and what one stage hands
+    on is what the next one takes in (raises on any loss or duplication, naming the check)."""
+    i, p, g, sc = ingest_out["stats"], prompts_out["stats"], gate_out["stats"], score_out["stats"]
     labeled = sum(o["stats"]["labeled"] for o in label_outs)
     label_q = sum(o["stats"]["quarantined"] for o in label_outs)
     checks = {
         "ingest": i["files_read"] == i["dialogues_kept"] + i["quarantined"],
+        "ingest->prompts": p["dialogues_in"] == i["dialogues_kept"],
         "prompts": p["dialogues_in"] == p["dialogues_prompted"] + p["quarantined"],
+        "prompts->shards": sum(s["n"] for s in prompts_out["shards"]) == p["prompts"],
+        "shards->label": sum(o["stats"]["prompts_in"] for o in label_outs) == p["prompts"],
         "label": p["prompts"] == labeled + label_q,
-        "score": score_out["stats"]["labels_in"] == score_out["stats"]["scored"] == labeled,
+        "label->score": sc["labels_in"] == labeled,
+        "score": sc["labels_in"] == sc["scored"],
+        "score->gate": g["scored_in"] == sc["scored"],
         "gate": g["scored_in"] == g["accepted"] + g["rejected"],
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise AssertionError(f"conservation broken at {bad}: " + json.dumps(
-            {"ingest": i, "prompts": p, "gate": g, "labeled": labeled, "label_quarantined": label_q}))
+            {"ingest": i, "prompts": p, "score": sc, "gate": g, "labeled": labeled, "label_quarantined": label_q},
+            default=str))
 
 
 def run_all(ctx: RunContext) -> PublishOut:

@@ -40,7 +40,7 @@ def test_nightly_policy(dagbag):
     assert {"ingest", "build_prompts", "plan_shards", "label", "score", "gate", "publish"} == set(dag.task_dict)
     label = dag.task_dict["label"]
     assert label.pool == "llm_engine"  # engines are serialised so they cannot exhaust memory
-    assert set(dag.params.keys()) == {"max_dialogues", "sources", "engine", "engine_base_url", "shards"}
+    assert set(dag.params.keys()) == {"max_dialogues", "sources", "engine", "engine_base_url", "shards", "promote"}
     assert dag.task_dict["gate"].downstream_task_ids == {"publish"}
 
 

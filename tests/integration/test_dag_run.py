@@ -55,7 +55,7 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     s3, bucket, srv = s3_env
     dag = load_dag()
     logical = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-    run = dag.test(logical_date=logical, run_conf={"max_dialogues": 20})
+    run = dag.test(logical_date=logical, run_conf={"max_dialogues": 20, "promote": True})
     assert run.state == "success"
     tis = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     assert {k[1] for k in tis if k[0] == "label"} == {0, 1, 2}  # mapped over the configured shards
@@ -143,7 +143,7 @@ def test_same_logical_date_twice_publishes_same_record_ids(airflow_db, s3_env):
     ids, sent = [], []
     for _ in range(2):
         before = srv.total
-        run = load_dag().test(logical_date=logical, run_conf={"max_dialogues": 8})
+        run = load_dag().test(logical_date=logical, run_conf={"max_dialogues": 8, "promote": True})
         assert run.state == "success"
         sent.append(srv.total - before)
         latest = json.loads(_get(s3, bucket, "dialinsight/snapshots/latest.json"))

@@ -104,7 +104,7 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
         # finds the missed deadline and the triggerer sends the alert
         now = datetime.now(UTC).isoformat()
         late_run = _api(port, "/api/v2/dags/dialinsight_nightly/dagRuns", token,
-                        {"logical_date": now, "conf": {"max_dialogues": 2}})["dag_run_id"]
+                        {"logical_date": now, "conf": {"max_dialogues": 2, "promote": True}})["dag_run_id"]
         late = _wait_for(lambda: [p.body for p in hook.posts if p.body["event"] == "run_late"], 240)
         assert late and {b["run_id"] for b in late} == {late_run}, [p.body for p in hook.posts]
         assert late[0]["text"].startswith(f"*[dialinsight] LATE dialinsight_nightly run {late_run}")

@@ -204,11 +204,12 @@ def answer(body: dict[str, Any], behaviour: str) -> tuple[str, str]:
 
 
 class FakeOpenAIServer:
-    def __init__(self, plan: Callable[[dict[str, Any]], str] | None = None, slow_s: float = 5.0):
+    def __init__(self, plan: Callable[[dict[str, Any]], str] | None = None, slow_s: float = 5.0, port: int = 0):
         self.plan = plan or (lambda body: "good")
         self.slow_s = slow_s
         self.requests: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()  # per request payload
+        self.answered: Counter[str] = Counter()  # successful (200, readable) answers per request payload
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -247,29 +248,31 @@ class FakeOpenAIServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    self._reply(body, behaviour, first)
+                    if self._reply(body, behaviour, first):
+                        with server._lock:
+                            server.answered[key] += 1
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _reply(self, body: dict[str, Any], behaviour: str, first: bool) -> None:
+            def _reply(self, body: dict[str, Any], behaviour: str, first: bool) -> bool:
                 if behaviour.startswith("flaky_") or behaviour == "flaky500":
                     behaviour = {"flaky500": "error500", "flaky_slow": "slow", "flaky_body": "bad_body"}[behaviour] \
                         if first else "good"
                 if behaviour == "bad_body":  # a 200 that claims JSON but is cut off
                     self._send(200, b'{"id": "chatcmpl-fake", "choices": [{"message": <html>upstream reset')
-                    return
+                    return False
                 if behaviour == "error429":
                     self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0.2"})
-                    return
+                    return False
                 if behaviour == "context_too_long":
                     self._send(400, {"error": {"message": "This model's maximum context length is 2048 tokens. "
                                                           "However, you requested 3000 tokens.",
                                                "type": "BadRequestError", "code": 400}})
-                    return
+                    return False
                 if behaviour == "error500":
                     self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
-                    return
+                    return False
                 if behaviour == "slow":
                     time.sleep(server.slow_s)
                 content, finish = answer(body, behaviour)
@@ -281,12 +284,13 @@ class FakeOpenAIServer:
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()),
                               "total_tokens": prompt_tokens + len(content.split())},
                 })
+                return True
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that timed out closed its socket before a slow reply: expected
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd = Server(("127.0.0.1", port), Handler)  # port: a restart on the address it had
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from dialinsight_core.inference import CachedEngine, LabelRequest, label_prompts
-from dialinsight_core.inference.labeling import ShardCache, order_requests
+from dialinsight_core.inference.cache import RequestCache
+from dialinsight_core.inference.labeling import order_requests
 from dialinsight_core.inference.openai_engine import OpenAIEngine
 from dialinsight_core.ingest import ingest
 from dialinsight_core.instructions import load_library, load_output_schemas
@@ -70,6 +71,77 @@ def test_the_key_covers_model_sampling_and_schema(make_settings, fake_openai):
     loose = {k: {**v, "title": "changed"} for k, v in schemas.items()}
     assert label_prompts(prompts, Counting(s), loose, s, store).stats["requests_sent"] == n
     assert label_prompts(prompts, Counting(s), schemas, s, store).stats["requests_sent"] == 0
+    revised = _settings(make_settings, srv, DIALINSIGHT__ENGINE__MODEL_REVISION="abc123")  # new weights, same name
+    assert label_prompts(prompts, Counting(revised), schemas, revised, store).stats["requests_sent"] == n
+
+
+def test_the_cache_finds_an_answer_whichever_shard_or_run_it_lands_in(make_settings, fake_openai):
+    """Issue 15: lookups went through the shard's fingerprint, so changing labeling.shards or
+    max_dialogues resent every request. The cache is content-addressed per request now."""
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__CHECKPOINT_EVERY="3")
+    store, prompts, schemas = store_from_settings(s), _prompts(s, 8), load_output_schemas(s)
+    half = prompts.num_rows // 2
+    label_prompts(prompts.slice(0, half), Counting(s), schemas, s, store)  # "shard 0 of 2"
+    label_prompts(prompts.slice(half), Counting(s), schemas, s, store)  # "shard 1 of 2"
+    sent = srv.total
+    assert sent == prompts.num_rows
+    thirds = [prompts.slice(i, 5) for i in range(0, prompts.num_rows, 5)]  # another shard count
+    outs = [label_prompts(t, Counting(s), schemas, s, store) for t in thirds]
+    assert srv.total == sent and sum(o.stats["cache_hits"] for o in outs) == prompts.num_rows
+    bigger = _prompts(s, 9)  # one more dialogue (max_dialogues changed): only its prompts go out
+    new = set(bigger.column("prompt_id").to_pylist()) - set(prompts.column("prompt_id").to_pylist())
+    out = label_prompts(bigger, Counting(s), schemas, s, store)
+    assert out.stats["requests_sent"] == len(new) == srv.total - sent
+
+
+def test_compaction_bounds_the_files_a_lookup_opens(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__CHECKPOINT_EVERY="1",
+                  DIALINSIGHT__LABELING__CACHE_COMPACT_CHUNKS="1000")
+    store, prompts, schemas = store_from_settings(s), _prompts(s, 6), load_output_schemas(s)
+    first = label_prompts(prompts, Counting(s), schemas, s, store)
+    cache = RequestCache(store, s.labeling.cache_prefix, s.labeling.cache_buckets)
+    chunks = [k for k in store.list(cache.prefix + "/chunks/")]
+    assert len(chunks) == prompts.num_rows  # one chunk per result before compaction
+    out = cache.compact()
+    assert out["compacted"] and out["chunks"] == len(chunks) and not store.list(cache.prefix + "/chunks/")
+    assert len(store.list(cache.prefix + "/segments/")) <= s.labeling.cache_buckets
+    again = label_prompts(prompts.slice(0, 3), Counting(s), schemas, s, store)
+    assert again.stats["requests_sent"] == 0 and again.stats["cache_files_read"] <= 3  # its keys' buckets only
+    cols = ["prompt_id", "output_text"]
+    assert again.labels.select(cols).equals(first.labels.slice(0, 3).select(cols))
+    assert cache.compact()["compacted"]  # nothing new: a no-op that keeps every row
+    assert label_prompts(prompts, Counting(s), schemas, s, store).stats["requests_sent"] == 0
+
+
+def test_a_lookup_during_compaction_sees_every_row(make_settings, fake_openai):
+    srv = fake_openai()
+    s = _settings(make_settings, srv, DIALINSIGHT__LABELING__CHECKPOINT_EVERY="2",
+                  DIALINSIGHT__LABELING__CACHE_COMPACT_CHUNKS="1000")
+    store, prompts, schemas = store_from_settings(s), _prompts(s, 4), load_output_schemas(s)
+    label_prompts(prompts, Counting(s), schemas, s, store)
+    cache = RequestCache(store, s.labeling.cache_prefix)
+    listed = cache._chunks()
+    original = cache._chunks
+    calls = []
+
+    def racing_chunks():  # the compactor runs between the reader's two listings
+        calls.append(1)
+        if len(calls) == 1:
+            RequestCache(store, s.labeling.cache_prefix).compact()
+            return listed  # stale: these chunks are gone now
+        return original()
+
+    cache._chunks = racing_chunks
+    from dialinsight_core.inference.fingerprint import model_fingerprint
+    from dialinsight_core.llm import LabelRequest as _R
+    from dialinsight_core.llm import request_key, sampling_dict
+
+    keys = [request_key(model_fingerprint(s), _R(r["prompt_id"], json.loads(r["messages"]),
+                                                 schemas[r["output_schema_id"]]), sampling_dict(s.engine))
+            for r in prompts.to_pylist()]
+    assert len(cache.lookup(keys)) == len(set(keys)) and len(calls) == 2
 
 
 def test_transient_failures_are_resent_deterministic_ones_are_not(make_settings, fake_openai):
@@ -98,7 +170,7 @@ def test_a_torn_chunk_is_skipped_and_its_requests_resent(make_settings, fake_ope
     store, prompts, schemas = store_from_settings(s), _prompts(s, 4), load_output_schemas(s)
     first = label_prompts(prompts, Counting(s), schemas, s, store)
     prefix = first.stats["cache_prefix"]
-    chunks = sorted(k for k in store.list(prefix + "/") if k.endswith(".parquet"))
+    chunks = sorted(k for k in store.list(prefix + "/chunks/") if k.endswith(".parquet"))
     store.write_bytes(chunks[0], b"PAR1 torn write")  # what a crash in the middle of a write could leave
     before = srv.total
     again = label_prompts(prompts, Counting(s), schemas, s, store)
@@ -129,12 +201,6 @@ def test_prefix_order_groups_a_dialogues_prompts(make_settings):
     runs = [d for i, d in enumerate(ordered) if i == 0 or ordered[i - 1] != d]
     assert len(runs) == len(set(ordered))  # each dialogue's prompts are adjacent
     assert order_requests(items, "shuffled", seed=1) == shuffled  # seeded
-
-
-def test_shard_cache_fingerprint_ignores_order(settings):
-    store = store_from_settings(settings)
-    assert ShardCache.for_keys(store, "cache/label", ["b", "a"]).prefix == \
-        ShardCache.for_keys(store, "cache/label", ["a", "b", "a"]).prefix
 
 
 def test_failure_rate_over_the_limit_fails_the_shard_after_writing_it(make_settings, fake_openai):

@@ -74,7 +74,8 @@ def test_each_failure_class_is_described_with_a_next_step(exc, kind):
 def test_success_and_late_messages():
     event = {"snapshot_id": "2026-11-24__r", "uri": "file:///s/snapshots/ds=2026-11-24/run=r", "ds": "2026-11-24",
              "run_id": "r", "report": "file:///s/snapshots/ds=2026-11-24/run=r/report.html",
-             "counts": {"dialogues_read": 20, "prompts": 40, "accepted": 30, "rejected": 8, "quarantined": 2},
+             "counts": {"dialogues_read": 20, "prompts": 40, "accepted": 30, "rejected": 8, "quarantined": 3,
+                        "quarantined_dialogues": 1, "quarantined_prompts": 2},
              "accept_rate": 0.7895, "top_reject_reasons": {"repetitive": 5, "truncated": 3}}
     msg = success_message(dag_id="dialinsight_nightly", event=event, run_url="http://airflow/dags/x/runs/r")
     assert msg.subject == "[dialinsight] OK dialinsight_nightly 2026-11-24: 30 accepted (accept rate 79.0%)"

@@ -360,8 +360,8 @@ def summary(port: int, run: dict[str, Any]) -> None:
     xcom = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/publish/xcomEntries/return_value",
                token=token)
     result = xcom["value"] if isinstance(xcom.get("value"), dict) else json.loads(xcom["value"])
-    store = store_from_settings(load_settings())
-    latest = store.read_json(LATEST_KEY)
+    latest, _ = store_from_settings(load_settings()).read_pointer(LATEST_KEY)
+    moved = result.get("latest") or {}
     c = result["counts"]
     print("\n=== dialinsight demo: run succeeded ===")
     print(f"dag run        : {run['dag_run_id']} ({run['state']})")
@@ -376,7 +376,8 @@ def summary(port: int, run: dict[str, Any]) -> None:
     print(f"exports        : {result['snapshot_uri']}/exports/openai/train.jsonl (+ sharegpt, alpaca)")
     check = wait_check(port, token, run["start_date"])
     print(f"asset event    : dialinsight_snapshot -> {CHECK_DAG_ID} run {check}")
-    print(f"latest.json    : {latest['snapshot_id']}")
+    print(f"latest.json    : {latest['snapshot_id'] if latest else 'none yet'}"
+          + ("  (this run's snapshot)" if moved.get("moved") else f"  (not moved: {moved.get('why', '?')})"))
     print(f"UI             : http://127.0.0.1:{port}/dags/{DAG_ID}  (login: admin / {password()})")
     print("stop with      : make stop")
 
@@ -402,7 +403,9 @@ def demo(max_dialogues: int, timeout: float) -> None:
     token = login(port)
     wait_for_dag(port, token)
     wait_for_dag(port, token, dag_id=CHECK_DAG_ID)
-    run_id = trigger(port, token, {"max_dialogues": max_dialogues, "promote": True})
+    # a demo run sets max_dialogues: it publishes its snapshot beside latest.json without moving it
+    # (docs/reliability.md); the summary says which snapshot latest.json points at
+    run_id = trigger(port, token, {"max_dialogues": max_dialogues})
     print(f"triggered {DAG_ID} run {run_id} (max_dialogues={max_dialogues}); UI: {st['url']}")
     time.sleep(3)  # let the scheduler create the nightly slot that unpausing may have started
     others = [r for r in api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running",

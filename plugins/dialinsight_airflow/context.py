@@ -69,6 +69,9 @@ def run_context(context: Any) -> RunContext:
     if overrides:
         settings = settings.with_overrides(overrides)
     use_aws_connection(settings)
+    # the run's own params as the stages read them (contracts.run_overrides: which make it an
+    # override run; promote: whether it may still move latest.json), plus the settings it overrides
     kept = {"max_dialogues": int(params.get("max_dialogues") or 0), "sources": list(params.get("sources") or []),
-            **overrides}
+            "engine": params.get("engine") or "config", "engine_base_url": params.get("engine_base_url"),
+            "promote": bool(params.get("promote")), **overrides}
     return RunContext(settings=settings, ds=logical_ds(context), run_id=context["dag_run"].run_id, params=kept)

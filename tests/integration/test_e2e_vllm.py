@@ -66,9 +66,9 @@ def test_real_vllm_labels_a_few_dialogues(tmp_path):
     assert label_stats["requests_sent"] == 6 and label_stats["cache_hits"] == 0
 
     # rerun of the finished run: every label and verdict comes from the request cache, so no model
-    # is loaded. The model path now names a folder that does not exist (same model name, same keys):
-    # building the engine would fail the run.
-    env["DIALINSIGHT__ENGINE__MODEL"] = str(tmp_path / "absent" / "smollm2-135m-instruct")
+    # is loaded. The engine's dtype is now one vLLM rejects (the dtype is not part of a request's key:
+    # the same model, the same keys): building the engine would fail the run.
+    env["DIALINSIGHT__ENGINE__DTYPE"] = "not-a-dtype"
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads((tmp_path / "summary.json").read_text())["already_published"] is True

@@ -76,6 +76,8 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
                                capture_output=True, text=True, timeout=900)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert "run succeeded" in first.stdout and "accepted" in first.stdout and "login: admin /" in first.stdout
+        # the demo run sets max_dialogues: published beside latest.json, which stays on the nightly slot's snapshot
+        assert "latest.json    : " in first.stdout and "(not moved: override run (max_dialogues)" in first.stdout
         # publish's asset event scheduled the snapshot check DAG, which read the snapshot back
         check_line = next(ln for ln in first.stdout.splitlines() if ln.startswith("asset event"))
         assert "dialinsight_snapshot_check run" in check_line and check_line.endswith(": success"), check_line
@@ -104,7 +106,7 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
         # finds the missed deadline and the triggerer sends the alert
         now = datetime.now(UTC).isoformat()
         late_run = _api(port, "/api/v2/dags/dialinsight_nightly/dagRuns", token,
-                        {"logical_date": now, "conf": {"max_dialogues": 2, "promote": True}})["dag_run_id"]
+                        {"logical_date": now, "conf": {"max_dialogues": 2}})["dag_run_id"]
         late = _wait_for(lambda: [p.body for p in hook.posts if p.body["event"] == "run_late"], 240)
         assert late and {b["run_id"] for b in late} == {late_run}, [p.body for p in hook.posts]
         assert late[0]["text"].startswith(f"*[dialinsight] LATE dialinsight_nightly run {late_run}")
@@ -121,9 +123,11 @@ def test_demo_through_the_real_scheduler_then_stop_leaves_nothing(tmp_path, rece
             assert not [e for e in lines if e.get("level") in ("error", "critical")], lines
             assert not [e for e in lines if str(e.get("logger", "")).startswith("great_expectations")], lines
             assert any(str(e.get("event", "")).startswith(verdict) for e in lines), lines
+        # latest.json is the scheduled (full) run's snapshot: the manual runs set max_dialogues
         latest = json.loads((tmp_path / "store" / "snapshots" / "latest.json").read_text())
         manifest = json.loads((tmp_path / "store" / latest["manifest"]).read_text())
-        assert manifest["engine"]["kind"] == "vllm" and manifest["counts"]["dialogues_read"] == 2
+        assert manifest["engine"]["kind"] == "vllm" and manifest["run_id"] == scheduled[0]
+        assert manifest["counts"]["dialogues_read"] == 3
     finally:
         stop = subprocess.run([*script, "stop"], env=env, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stderr

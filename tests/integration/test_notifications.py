@@ -65,8 +65,10 @@ def test_run_summary_on_success_in_both_channels(airflow_db, channels, fake_open
     _engine(monkeypatch, fake_openai(planted(0.25, "repeat")).base_url)
     run = load_dag().test(logical_date=datetime(2026, 11, 20, 2, 0, tzinfo=UTC), run_conf={"max_dialogues": 12})
     assert run.state == "success"
-    latest = json.loads((store / "snapshots" / "latest.json").read_text())
-    manifest = json.loads((store / latest["manifest"]).read_text())
+    # a run that sets max_dialogues publishes beside latest.json without moving it (there is none yet)
+    assert not (store / "snapshots" / "latest.json").exists()
+    (manifest_path,) = (store / "snapshots").rglob("manifest.json")
+    manifest = json.loads(manifest_path.read_text())
     c = manifest["counts"]
 
     (post,) = hook.posts
@@ -87,6 +89,7 @@ def test_run_summary_on_success_in_both_channels(airflow_db, channels, fake_open
     assert mail.sender == "dialinsight@example.com"
     assert mail.subject == body["subject"] and f"Accepted {c['accepted']}, rejected {c['rejected']}" in mail.body
     assert "Top reject reasons: repetitive" in mail.body and manifest["uri"] in mail.body
+    assert "latest.json was not moved: override run (max_dialogues)" in mail.body
     _assert_safe(_messages(smtp, hook), store)
 
 

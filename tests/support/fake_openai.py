@@ -210,6 +210,7 @@ class FakeOpenAIServer:
         self.requests: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()  # per request payload
         self.answered: Counter[str] = Counter()  # successful (200, readable) answers per request payload
+        self.authorization: set[str] = set()  # Authorization headers seen
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -241,6 +242,7 @@ class FakeOpenAIServer:
                 behaviour = server.plan(body)
                 key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
                 with server._lock:
+                    server.authorization.add(self.headers.get("Authorization") or "")
                     server.requests[behaviour] += 1
                     server.bodies.append(body)
                     server.attempts[key] += 1

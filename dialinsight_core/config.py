@@ -53,6 +53,9 @@ class StorageSettings(_Model):
     uri: str = "file://var/objectstore"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # objects larger than this go up as a multipart upload (parts of this size, each retried on its
+    # own after a reset or a 5xx); smaller ones as one PUT. S3's minimum part size is 5 MiB.
+    s3_multipart_mib: int = Field(default=64, ge=5)
     # In Airflow tasks, s3:// credentials (and the endpoint, if s3_endpoint_url is null) come from this
     # Airflow AWS connection when it exists; the CLI and a missing connection use boto3's default chain.
     aws_conn_id: str | None = "aws_default"
@@ -434,6 +437,9 @@ class RetentionSettings(_Model):
 
     keep_last: int | None = Field(default=None, ge=1)  # the newest N committed snapshots (by ds, then commit time)
     max_age_days: float | None = Field(default=None, gt=0)  # snapshots committed in the last N days
+    # a snapshot folder without a manifest (a publish that died and was never rerun) whose newest
+    # file is older than this is deleted too (readers never saw it)
+    orphans_after_hours: float = Field(default=48.0, gt=0)
 
 
 class PublishingSettings(_Model):

@@ -57,6 +57,10 @@ class ObjectStore(ABC):
         """Remove ``key``; a key that is already gone is not an error."""
 
     @abstractmethod
+    def modified(self, key: str) -> float:
+        """When ``key`` was last written (POSIX seconds)."""
+
+    @abstractmethod
     def read_pointer(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
         """A small JSON pointer and its version (None, None when absent), for ``swap_pointer``."""
 
@@ -126,6 +130,9 @@ class FileObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def modified(self, key: str) -> float:
+        return self._path(key).stat().st_mtime
+
     # The pointer on a file system: every move is a create-only entry ``<key>.d/<generation>.json``
     # (os.link: exactly one writer creates generation n + 1, no lock), and ``<key>`` itself is a copy of
     # the newest entry that each writer refreshes until it is stable (so a slow writer never leaves an
@@ -173,9 +180,10 @@ class FileObjectStore(ObjectStore):
 
 
 class S3ObjectStore(ObjectStore):
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str):
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str, multipart_mib: int = 64):
         import boto3  # lazy: boto3 import costs ~0.3 s
 
+        self.multipart_bytes = multipart_mib << 20
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -192,6 +200,9 @@ class S3ObjectStore(ObjectStore):
             raise FileNotFoundError(self.url(key)) from None
 
     def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        if overwrite and len(data) > self.multipart_bytes:
+            self._multipart(key, data)
+            return
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
         if not overwrite:
             kwargs["IfNoneMatch"] = "*"  # S3 conditional write: 412 if the key exists
@@ -202,8 +213,20 @@ class S3ObjectStore(ObjectStore):
                 raise ObjectExistsError(f"{self.url(key)} already exists") from None
             raise
 
+    def _multipart(self, key: str, data: bytes) -> None:
+        """A multipart upload: the object appears whole at CompleteMultipartUpload or not at all; each
+        part is retried on its own (botocore's retries), and an upload that fails is aborted."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=self.multipart_bytes, multipart_chunksize=self.multipart_bytes,
+                                max_concurrency=4)
+        self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=config)
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def modified(self, key: str) -> float:
+        return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["LastModified"].timestamp()
 
     def read_pointer(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
@@ -253,7 +276,8 @@ def open_store(uri: str, settings: Settings | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         endpoint = settings.storage.s3_endpoint_url if settings else None
         region = settings.storage.s3_region if settings else "us-east-1"
-        return S3ObjectStore(parsed.netloc, parsed.path, endpoint or os.environ.get("AWS_ENDPOINT_URL"), region)
+        multipart = settings.storage.s3_multipart_mib if settings else 64
+        return S3ObjectStore(parsed.netloc, parsed.path, endpoint or os.environ.get("AWS_ENDPOINT_URL"), region, multipart)
     raise ValueError(f"unsupported object store URI {uri!r} (use file:// or s3://)")
 
 

@@ -131,7 +131,27 @@ def apply_retention(store: ObjectStore, retention: RetentionSettings | None, now
         for key in store.list(snap["prefix"] + "/"):
             store.delete(key)
         deleted.append(snap["snapshot_id"])
-    return {"rule": retention.model_dump(), "kept": len(snaps) - len(deleted), "deleted": deleted}
+    orphans = _delete_orphans(store, {s["prefix"] for s in snaps}, now.timestamp() - retention.orphans_after_hours * 3600)
+    return {"rule": retention.model_dump(), "kept": len(snaps) - len(deleted), "deleted": deleted, "orphans": orphans}
+
+
+def _delete_orphans(store: ObjectStore, committed: set[str], before: float) -> list[str]:
+    """Snapshot folders without a manifest whose newest file was written before ``before``: a
+    publish that died and was never redone (a publish in progress writes files all along)."""
+    folders: dict[str, list[str]] = {}
+    for key in store.list("snapshots/"):
+        parts = key.split("/")
+        if len(parts) > 3 and parts[1].startswith("ds=") and parts[2].startswith("run="):
+            folders.setdefault("/".join(parts[:3]), []).append(key)
+    removed = []
+    for prefix, keys in sorted(folders.items()):
+        if prefix in committed or f"{prefix}/manifest.json" in keys:
+            continue
+        if max(store.modified(k) for k in keys) < before:
+            for key in keys:
+                store.delete(key)
+            removed.append(prefix)
+    return removed
 
 
 def read_latest(store: ObjectStore) -> Baseline | None:

@@ -304,3 +304,81 @@ def test_thousands_of_hostile_inputs_in_one_run(fake_openai, pipeline_env, recor
     record(f"{N_HOSTILE:,} malformed and hostile inputs", f"one JSONL file of {N_HOSTILE:,} fuzzed records (binary, wrong types, "
            "cut JSON, UTF-16, unknown roles, 9,000-char turns) and 10 well-formed ones; reasons: "
            + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]), pipe, resent(srv))
+
+
+def test_another_shard_count_resends_nothing(fake_openai, pipeline_env, record):
+    """Issue 15's "done when": changing labeling.shards between two runs of the same prompts resends nothing."""
+    srv = fake_openai(MIX)
+    Pipeline(pipeline_env(srv, DIALINSIGHT__LABELING__SHARDS="2"), DS, "scheduled__shards2").all()
+    sent = srv.total
+    pipe = Pipeline(pipeline_env(srv, DIALINSIGHT__LABELING__SHARDS="3"), DS, "manual__shards3")
+    pipe.all()
+    assert len(pipe.outs["prompts"]["shards"]) == 3
+    assert srv.total == sent and sum(o["stats"]["requests_sent"] for o in pipe.outs["labels"]) == 0
+    assert sum(o["stats"]["cache_hits"] for o in pipe.outs["labels"]) == pipe.outs["prompts"]["stats"]["prompts"]
+    record("labeling.shards 2 → 3 between two runs", "the same prompts cut into 3 shards instead of 2", pipe,
+           resent(srv), "the later run of the date")
+
+
+@pytest.mark.timeout(600)
+def test_dag_test_disk_full_in_publish_then_the_run_is_rerun(airflow_db, fake_openai, pipeline_env, record, monkeypatch):
+    """The same fault through the real DAG (``dag.test()``): publish hits ENOSPC half-way (data written,
+    no manifest), the run fails with nothing visible; the date's rerun publishes the complete snapshot."""
+    from datetime import UTC, datetime
+
+    from tests.support.dags import load_dag
+
+    srv = fake_openai(MIX)
+    env = pipeline_env(srv, DIALINSIGHT__AIRFLOW__RETRIES="0")  # dag.test() honours retries: fail fast
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    logical = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    with on_write("/rejected/part-", 1, DISK_FULL):
+        failed = load_dag().test(logical_date=logical)
+    assert failed.state == "failed"
+    tis = {ti.task_id: ti.state for ti in failed.get_task_instances() if ti.map_index < 0}
+    assert tis["publish"] == "failed" and tis["gate"] == "success"
+    pipe = Pipeline(env, DS, failed.run_id)
+    store = pipe.ctx.store
+    assert store.exists(f"{pipe.ctx.paths.snapshot}/data/part-00000.parquet")  # half-written ...
+    assert not store.exists(f"{pipe.ctx.paths.snapshot}/manifest.json") and store.read_pointer(LATEST_KEY)[0] is None
+    answered = sum(srv.answered.values())
+    rerun = load_dag().test(logical_date=logical)
+    assert rerun.state == "success"
+    again = Pipeline(env, DS, rerun.run_id)
+    record("dag.test(): disk full in publish, then the date is rerun",
+           "OSError(ENOSPC) at the write of `rejected/` in the DAG's publish task (data/ already written); "
+           "the run failed, a new run of the date followed", again, resent(srv),
+           f"none while the failed run's folder was half-written; then the rerun's ({sum(srv.answered.values()) - answered} "
+           "requests sent: labels and verdicts from the cache)")
+    assert sum(srv.answered.values()) == answered  # the rerun paid for nothing
+
+
+def test_a_connection_reset_in_the_middle_of_a_multipart_write(moto_s3, s3_bucket, monkeypatch):
+    """A 12 MiB object goes up in 5 MiB parts; the line drops half-way through part 2 (retried on
+    its own) and then through every attempt of a later object's part 2 (the upload is aborted and
+    nothing appears: no partial object, no dangling upload)."""
+    from dialinsight_core.storage import S3ObjectStore
+
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    mode = {"fail": "once", "seen": 0}
+
+    def plan(method, path, n):
+        if method == "PUT" and "partNumber=2" in path:
+            mode["seen"] += 1
+            if mode["fail"] == "always" or mode["seen"] == 1:
+                return "reset"
+        return "forward"
+
+    data = random.Random(1).randbytes(12 << 20)
+    with S3FaultProxy(moto_s3, plan) as proxy:
+        store = S3ObjectStore(s3_bucket, "mp", proxy.url, "us-east-1", multipart_mib=5)
+        store.write_bytes("big/part-00000.parquet", data)
+        assert proxy.injected["reset"] == 1 and store.read_bytes("big/part-00000.parquet") == data
+        mode.update(fail="always", seen=0)
+        with pytest.raises(Exception):  # noqa: B017 - boto3 wraps the reset in its transfer error
+            store.write_bytes("big/part-00001.parquet", data)
+        assert not store.exists("big/part-00001.parquet")
+        uploads = store.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+        assert not [u for u in uploads if u["Key"].endswith("part-00001.parquet")]

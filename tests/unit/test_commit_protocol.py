@@ -86,3 +86,34 @@ def test_retention_keeps_latest_and_deletes_the_manifest_first(store):
     assert not store.list("snapshots/ds=2026-11-21/")  # every file of a deleted snapshot is gone
     assert apply_retention(store, RetentionSettings(max_age_days=5.5))["deleted"] == [entries[4]["snapshot_id"]]
     assert apply_retention(store, RetentionSettings()) == {"rule": "off", "deleted": []}
+
+
+def test_retention_removes_a_dead_publish_but_not_one_in_progress(store):
+    now = datetime.now(UTC)
+    latest = _commit(store, "2026-11-25", "ok", now)
+    move_latest(store, latest, [], False)
+    store.write_bytes("snapshots/ds=2026-11-24/run=dead/data/part-00000.parquet", b"half")  # no manifest
+    rule = RetentionSettings(keep_last=5, orphans_after_hours=1)
+    assert apply_retention(store, rule)["orphans"] == []  # just written: maybe a publish in progress
+    later = now + timedelta(hours=2)
+    assert apply_retention(store, rule, now=later)["orphans"] == ["snapshots/ds=2026-11-24/run=dead"]
+    assert not store.list("snapshots/ds=2026-11-24/") and store.exists(latest["manifest"])
+
+
+def test_the_cli_lists_retains_and_compacts(tmp_path, monkeypatch, capsys):
+    import json
+
+    from dialinsight_core.__main__ import main
+
+    store = FileObjectStore(tmp_path / "store")
+    monkeypatch.setenv("DIALINSIGHT__STORAGE__URI", f"file://{tmp_path / 'store'}")
+    now = datetime.now(UTC)
+    entries = [_commit(store, f"2026-11-{d}", "r", now - timedelta(days=30 - d)) for d in (20, 21, 22)]
+    move_latest(store, entries[2], [], False)
+    assert main(["snapshots"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["latest"]["snapshot_id"] == entries[2]["snapshot_id"] and len(listed["committed"]) == 3
+    assert main(["retain", "--keep-last", "1"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["deleted"]) == [entries[0]["snapshot_id"], entries[1]["snapshot_id"]]
+    assert main(["compact-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache/label"]["compacted"] is True

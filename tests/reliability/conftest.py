@@ -79,20 +79,25 @@ class Pipeline:
         return self.outs
 
 
+def suite_env(store: Path, srv: Any, **extra: str) -> dict[str, str]:
+    """The suite's settings (as DIALINSIGHT__ env): a file store at ``store``, the test server."""
+    env = {"DIALINSIGHT__STORAGE__URI": f"file://{store}",
+           "DIALINSIGHT__ENGINE__KIND": "openai", "DIALINSIGHT__ENGINE__BASE_URL": srv.base_url,
+           "DIALINSIGHT__ENGINE__MAX_RETRIES": "0", "DIALINSIGHT__ENGINE__BACKOFF_S": "0.01",
+           "DIALINSIGHT__INGEST__MAX_DIALOGUES": "10", "DIALINSIGHT__LABELING__CHECKPOINT_EVERY": "4",
+           "DIALINSIGHT__LABELING__SHARDS": "2",
+           # every scenario relabels the same sample: dedup against other dates' snapshots would
+           # leave later runs empty (dedup itself is tested in tests/unit/test_dedup.py)
+           "DIALINSIGHT__INGEST__DEDUP_AGAINST_PUBLISHED": "false",
+           "DIALINSIGHT__GATES__DATA_DOCS": "false"}
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def pipeline_env(tmp_path: Path):
     def make(srv: Any, **extra: str) -> dict[str, str]:
-        env = {"DIALINSIGHT__STORAGE__URI": f"file://{tmp_path / 'store'}",
-               "DIALINSIGHT__ENGINE__KIND": "openai", "DIALINSIGHT__ENGINE__BASE_URL": srv.base_url,
-               "DIALINSIGHT__ENGINE__MAX_RETRIES": "0", "DIALINSIGHT__ENGINE__BACKOFF_S": "0.01",
-               "DIALINSIGHT__INGEST__MAX_DIALOGUES": "10", "DIALINSIGHT__LABELING__CHECKPOINT_EVERY": "4",
-               "DIALINSIGHT__LABELING__SHARDS": "2",
-               # every scenario relabels the same sample: dedup against other dates' snapshots would
-               # leave later runs empty (dedup itself is tested in tests/unit/test_dedup.py)
-               "DIALINSIGHT__INGEST__DEDUP_AGAINST_PUBLISHED": "false",
-               "DIALINSIGHT__GATES__DATA_DOCS": "false"}
-        env.update(extra)
-        return env
+        return suite_env(tmp_path / "store", srv, **extra)
     return make
 
 

@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _maintenance(settings: Settings, args: argparse.Namespace) -> Any:
-    from dialinsight_core import publishing
-    from dialinsight_core.inference.cache import RequestCache
-    from dialinsight_core.storage import LATEST_KEY, store_from_settings
+    from dialinsight_core import publishing  # lazy: `run` needs none of the maintenance commands' imports
+    from dialinsight_core.inference.cache import RequestCache  # lazy: as above
+    from dialinsight_core.storage import LATEST_KEY, store_from_settings  # lazy: as above
 
     store = store_from_settings(settings)
     if args.cmd == "snapshots":

@@ -30,7 +30,7 @@ class IngestStats(TypedDict):
     quarantined: int
     quarantined_by_reason: dict[str, int]
     duplicates: dict[str, int]
-    published_dialogues_compared: int
+    published_snapshots_compared: int  # committed snapshots of other dates the dedup index was asked about
     scenes: dict[str, int]
     scene_sources: dict[str, int]
     langs: dict[str, int]

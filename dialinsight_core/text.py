@@ -153,6 +153,13 @@ def tokens(text: str) -> tuple[str, ...]:
     return _tokens(text)
 
 
+@lru_cache(maxsize=65536)
+def latin_tokens(text: str) -> tuple[str, ...]:
+    """The tokens of ``tokens`` outside runs of ideographs (digit runs, Latin words), without
+    segmenting anything: what a check that compares only Latin words needs, at regex cost."""
+    return tuple(m.group() for m in _RUN.finditer(fold(text)) if m.lastgroup != "cjk")
+
+
 def ngrams(toks: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from dialinsight_core import schemas
 from dialinsight_core.config import Settings
 from dialinsight_core.contracts import IngestStats
+from dialinsight_core.dedup_index import PublishedDialogues
 from dialinsight_core.ingest.adapters import (
     InvalidDialogue,
     RawDialogue,
@@ -57,11 +58,11 @@ class IngestResult:
 
 
 def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None = None,
-           published: pa.Table | None = None) -> IngestResult:
+           published: PublishedDialogues | None = None) -> IngestResult:
     """Read every configured source (or the named ones) into canonical tables.
 
-    ``published`` (DIALOGUE_INDEX rows of earlier snapshots) makes exact and near duplicates of
-    already published dialogues quarantine records too (``duplicate_of_published``).
+    ``published`` (the persistent index of committed snapshots' dialogues) makes exact and near
+    duplicates of already published dialogues quarantine records too (``duplicate_of_published``).
     """
     wanted = settings.sources if not sources else [s for s in settings.sources if s.name in sources]
     if sources and len(wanted) != len(set(sources)):
@@ -92,7 +93,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         "quarantined_by_reason": dict(Counter(r["reason_code"] for r in q)),
         "duplicates": {k: sum(1 for r in q if r["reason_code"] == k)
                        for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
-        "published_dialogues_compared": len(dedup.old_lsh),
+        "published_snapshots_compared": len(published.allowed) if published is not None else 0,
         "scenes": dict(Counter(d["scene"] for d in dialogues)),
         "scene_sources": dict(Counter(d["scene_source"] for d in dialogues)),
         "langs": dict(Counter(d["lang"] for d in dialogues)),

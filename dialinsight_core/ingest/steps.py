@@ -25,6 +25,7 @@ from dialinsight_core import schemas
 from dialinsight_core.config import Settings, SourceSettings
 from dialinsight_core.contracts import StepStats
 from dialinsight_core.dedup import LSHIndex, MinHasher
+from dialinsight_core.dedup_index import Match, PublishedDialogues
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
 from dialinsight_core.pii import Redactor, compile_patterns
 from dialinsight_core.text import clean_text, detect_lang, fold, keyword_count, normalise_text
@@ -216,44 +217,65 @@ def _redact_events(meta: dict[str, Any], redact: Redactor) -> dict[str, Any]:
 
 class Dedup(Step):
     """Exact and near duplicates (MinHash/LSH over the redacted text) of a dialogue kept earlier
-    in this run or of one already published (``published``: DIALOGUE_INDEX rows)."""
+    in this run or of one already published (``published``: the persistent index of committed
+    snapshots, asked once per batch of ``ingest.dedup_batch`` dialogues)."""
 
     name = "dedup"
 
-    def __init__(self, quarantine: Quarantine, settings: Settings, published: pa.Table | None):
+    def __init__(self, quarantine: Quarantine, settings: Settings, published: PublishedDialogues | None):
         super().__init__(quarantine, settings)
         cfg = settings.ingest
         self.threshold = cfg.near_dup_threshold
         self.hasher = MinHasher(k=cfg.near_dup_shingle)
         self.lsh = LSHIndex(threshold=cfg.near_dup_threshold)
         self.seen: dict[str, str] = {}
-        self.old_lsh = LSHIndex(threshold=cfg.near_dup_threshold)
-        self.old_hashes: dict[str, str] = {}
+        self.published = published
+        self.batch = cfg.dedup_batch
         self.index_rows: list[dict[str, Any]] = []
-        for row in (published.to_pylist() if published is not None else []):
-            where = f"{row['dialogue_id']} (snapshot {row['snapshot_id']})"
-            self.old_hashes.setdefault(row["content_hash"], where)
-            self.old_lsh.add(where, np.asarray(row["minhash"], dtype=np.uint64))
+        self._published_match: dict[int, Match | None] = {}
 
-    def duplicate_of(self, content_hash: str, sig: np.ndarray) -> tuple[str, str] | None:
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        """Records in batches: hashes and signatures, one lookup of the published index per batch,
+        then each record in order against this run's earlier ones (the order decides which copy stays)."""
+        batch: list[Record] = []
+        for rec in records:
+            batch.append(rec)
+            if len(batch) >= self.batch:
+                yield from self._run_batch(batch)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Record]) -> Iterator[Record]:
+        for rec in batch:
+            key = "\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns)
+            rec.content_hash = hashlib.sha256(key.encode()).hexdigest()
+            rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
+        self._published_match = {}
+        if self.published is not None:
+            found = self.published.lookup([r.content_hash for r in batch], np.stack([r.minhash for r in batch]))
+            self._published_match = {id(r): m for r, m in zip(batch, found, strict=True)}
+        yield from super().run(batch)
+
+    def duplicate_of(self, rec: Record) -> tuple[str, str] | None:
         """(reason_code, detail) when this dialogue repeats one kept in this run or already published."""
-        if content_hash in self.seen:
-            return "duplicate", f"same content as {self.seen[content_hash]}"
-        old = [(self.old_hashes[content_hash], 1.0)] if content_hash in self.old_hashes else self.old_lsh.query(sig)
-        if old:
-            how = "same content" if old[0][1] == 1.0 else f"similarity {old[0][1]:.2f}"
-            return "duplicate_of_published", f"{how} as published {old[0][0]}"
-        near = self.lsh.query(sig)
+        if rec.content_hash in self.seen:
+            return "duplicate", f"same content as {self.seen[rec.content_hash]}"
+        old = self._published_match.get(id(rec))
+        if old is not None:
+            how = "same content" if old.exact else f"similarity {old.similarity:.2f}"
+            return "duplicate_of_published", f"{how} as published {old.dialogue_id} (snapshot {old.snapshot_id})"
+        assert rec.minhash is not None
+        near = self.lsh.query(rec.minhash)
         if near:
             return "near_duplicate", f"estimated similarity {near[0][1]:.2f} >= {self.threshold} with {near[0][0]}"
         return None
 
     def process(self, rec: Record) -> None:
-        rec.content_hash = hashlib.sha256("\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns).encode()).hexdigest()
-        rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
-        dup = self.duplicate_of(rec.content_hash, rec.minhash)
+        dup = self.duplicate_of(rec)
         if dup:
             raise Drop(*dup, {"source": rec.source.name, "file": rec.key, "dialogue_id": rec.dialogue_id})
+        assert rec.minhash is not None
         self.lsh.add(rec.dialogue_id, rec.minhash)
         self.seen[rec.content_hash] = rec.dialogue_id
         self.index_rows.append({"dialogue_id": rec.dialogue_id, "content_hash": rec.content_hash,

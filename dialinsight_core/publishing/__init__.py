@@ -24,9 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from dialinsight_core import schemas
+from dialinsight_core import dedup_index, schemas
 from dialinsight_core.config import CardSettings, ExportSettings, RetentionSettings
 from dialinsight_core.contracts import Baseline, ExportManifest, LatestMove, PublishOut
+from dialinsight_core.dedup_index import PublishedDialogues
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, write_exports
 from dialinsight_core.publishing.report import Previous, build_report, reject_reasons
@@ -62,6 +63,7 @@ class Snapshot:
     overrides: list[str] = field(default_factory=list)  # override params set (contracts.run_overrides)
     promote: bool = False  # move latest.json even for an override run or an older date
     retention: RetentionSettings | None = None
+    dedup_buckets: int = 16  # ingest.dedup_index_buckets: the persistent dedup index's layout
 
 
 def _latest(store: ObjectStore) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -164,6 +166,16 @@ def read_latest(store: ObjectStore) -> Baseline | None:
                     int(manifest["counts"].get("dialogues_read") or 0), manifest.get("params") or {})
 
 
+def published_dialogues(store: ObjectStore, exclude_ds: str, threshold: float, buckets: int = 16) -> PublishedDialogues:
+    """The persistent dedup index, asked about committed snapshots of every *other* logical date
+    (a rerun of the same date rebuilds the same result instead of finding its own dialogues).
+    Committed snapshots not indexed yet are indexed first (``dedup_index.sync``)."""
+    committed = committed_snapshots(store)
+    dedup_index.sync(store, [(s["snapshot_id"], s["prefix"]) for s in committed], buckets)
+    allowed = {s["snapshot_id"] for s in committed if s["ds"] != exclude_ds}
+    return PublishedDialogues(dedup_index.DedupIndex(store, threshold, buckets=buckets), allowed)
+
+
 def published_index(store: ObjectStore, exclude_ds: str) -> pa.Table:
     """Dialogue index of every committed snapshot of an *earlier or later* logical date.
 
@@ -249,6 +261,9 @@ def _committed(store: ObjectStore, snap: Snapshot, manifest_key: str, digest: st
 
 
 def _after_commit(store: ObjectStore, snap: Snapshot, manifest: dict[str, Any]) -> dict[str, Any]:
+    # later runs dedup against committed snapshots through the persistent index (idempotent: a rerun
+    # finds the marker; a publish that died here is indexed by the next run's ``sync``)
+    dedup_index.sync(store, [(snap.snapshot_id, snap.prefix)], snap.dedup_buckets)
     entry = {"snapshot_id": snap.snapshot_id, "uri": store.url(snap.prefix), "manifest": f"{snap.prefix}/manifest.json",
              "ds": snap.ds, "created_at": manifest["created_at"]}
     latest = move_latest(store, entry, snap.overrides, snap.promote)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 from dialinsight_core.text import CJK as _CJK
-from dialinsight_core.text import fold, tagged_words, tokens
+from dialinsight_core.text import fold, latin_tokens, tagged_words
 
 __all__ = ["extract_facts", "score_coverage", "score_grounding"]
 
@@ -48,6 +48,13 @@ _WEEKDAYS = {**{d: i for i, d in enumerate(["monday", "tuesday", "wednesday", "t
 _MONTHS = {m: i + 1 for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august",
                                            "september", "october", "november", "december"])}
 _MONTH_ABBR = {m[:3]: i for m, i in _MONTHS.items() if m != "may"}
+# one regex per word list (each a set of whole words, so one scan finds every word that occurs)
+_EN_WORD_ANY = re.compile(r"\b(?:" + "|".join(_EN_WORD_NUM) + r")\b", re.IGNORECASE)
+_MONTH_ANY = {**_MONTHS, **_MONTH_ABBR}
+_MONTH_ANY_RE = re.compile(r"\b(?:" + "|".join(sorted(_MONTH_ANY, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_MONTH_NAME_RE = re.compile(r"\b(?:" + "|".join(m for m in _MONTHS if m != "may") + r")\b")
+_WEEKDAYS_ZH = tuple(d for d in _WEEKDAYS if not d.isascii())
+_WEEKDAY_EN_RE = re.compile(r"\b(" + "|".join(d for d in _WEEKDAYS if d.isascii()) + r")s?\b")
 _ROLE_AND_CALENDAR = {"agent", "customer", "i", "json", "am", "pm", "ok", *(d.rstrip("s") for d in _WEEKDAYS if d.isascii()),
                       *_MONTHS}
 _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d{1,2}[.)、]|[(（]\d{1,2}[)）])\s*")  # "1. ", "2) ", "（3）": numbering, not facts
@@ -138,8 +145,8 @@ def _numbers(text: str, generous: bool) -> set[str]:
         if v is not None:
             out.add(_num_key(v))
     if generous:
-        out.update(_num_key(v) for w, v in _EN_WORD_NUM.items() if re.search(rf"\b{w}\b", text, re.IGNORECASE))
-        out.update(str(v) for name, v in {**_MONTHS, **_MONTH_ABBR}.items() if re.search(rf"\b{name}\b", text, re.I))
+        out.update(_num_key(_EN_WORD_NUM[m.group().lower()]) for m in _EN_WORD_ANY.finditer(text))
+        out.update(str(_MONTH_ANY[m.group().lower()]) for m in _MONTH_ANY_RE.finditer(text))
     else:
         out.update(_num_key(_EN_WORD_NUM[m.group(1).lower()]) for m in _EN_NUM_STRICT.finditer(text))
     return out
@@ -147,18 +154,20 @@ def _numbers(text: str, generous: bool) -> set[str]:
 
 def _named(text: str, amenities: tuple[str, ...]) -> set[str]:
     low = text.lower()
-    out: set[str] = set()
-    for name, i in _WEEKDAYS.items():
-        if (name in low) if _CJK.match(name) else re.search(rf"\b{name}s?\b", low):
-            out.add(f"weekday:{i}")
-    for name, i in _MONTHS.items():
-        if name != "may" and re.search(rf"\b{name}\b", low):
-            out.add(f"month:{i}")
-    for term in amenities:
-        t = term.lower()
-        if (t in low) if _CJK.search(t) else re.search(rf"\b{re.escape(t)}", low):
+    out = {f"weekday:{_WEEKDAYS[name]}" for name in _WEEKDAYS_ZH if name in low}
+    out.update(f"weekday:{_WEEKDAYS[m.group(1)]}" for m in _WEEKDAY_EN_RE.finditer(low))
+    out.update(f"month:{_MONTHS[m.group()]}" for m in _MONTH_NAME_RE.finditer(low))
+    for t, word_start in _amenity_matchers(amenities):
+        if t in low and (word_start is None or word_start.search(low)):
             out.add(f"amenity:{t}")
     return out
+
+
+@lru_cache(maxsize=64)
+def _amenity_matchers(amenities: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
+    """Per amenity term (lower case): Chinese terms match anywhere, others from a word start."""
+    return tuple((t, None if _CJK.search(t) else re.compile(rf"\b{re.escape(t)}"))
+                 for t in dict.fromkeys(a.lower() for a in amenities))
 
 
 def extract_facts(text: str, amenities: tuple[str, ...] = (), generous: bool = False) -> set[str]:
@@ -196,19 +205,28 @@ def _names_en(text: str) -> set[str]:
     return out
 
 
-def _fact_units(text: str) -> set[str]:
-    """Content units: English content words (stemmed crudely) and Chinese words of two or more
-    characters (jieba, via ``text.tokens``), never a number; stopwords excluded."""
-    units: set[str] = set()
+def _latin_units(toks: tuple[str, ...]) -> set[str]:
+    """English content words of ``toks`` (stemmed crudely), never a number; stopwords excluded."""
     stop = stopwords()
-    for tok in tokens(text):
-        if tok.isdigit() or tok in stop or _ZH_NUM_ANY.fullmatch(tok):
-            continue
-        if len(tok) >= 3 and not _CJK.search(tok):  # Chinese: nouns and verbs below
-            units.add(tok[:6])  # crude stem: "apartments" ~ "apartment"
-    units.update(w for w, flag in tagged_words(text) if flag[:1] in ("n", "v") and len(w) >= 2 and _CJK.search(w)
-                 and w not in stop)
-    return units
+    return {tok[:6] for tok in toks  # crude stem: "apartments" ~ "apartment"
+            if len(tok) >= 3 and not _CJK.search(tok) and not tok.isdigit() and tok not in stop
+            and not _ZH_NUM_ANY.fullmatch(tok)}
+
+
+def _fact_units(text: str) -> set[str]:
+    """Content units: English content words (stemmed crudely) and Chinese nouns and verbs of two
+    or more characters (jieba's part-of-speech tags), never a number; stopwords excluded."""
+    stop = stopwords()
+    return _latin_units(latin_tokens(text)) | {
+        w for w, flag in tagged_words(text) if flag[:1] in ("n", "v") and len(w) >= 2 and _CJK.search(w) and w not in stop}
+
+
+@lru_cache(maxsize=16384)
+def _source_units(text: str) -> frozenset[str]:
+    """The English units of a source text (the dialogue, the prompt). Its Chinese words need no
+    tagging: an answer's Chinese unit is supported wherever its characters stand together in the
+    source, which covers every word the source's own tagging would yield (each is a substring)."""
+    return frozenset(_latin_units(latin_tokens(text)))
 
 
 def score_grounding(content: str, dialogue_text: str, prompt_text: str,
@@ -224,7 +242,7 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
     support = extract_facts(dialogue_text, amenities, generous=True) | {
         f for f in extract_facts(prompt_text, (), generous=True) if f.startswith("num:")}
     unsupported = sorted(f for f in extract_facts(content, amenities) if f not in support)
-    stems = {t[:6] for t in tokens(dialogue_text + "\n" + prompt_text)}
+    stems = {t[:6] for t in latin_tokens(dialogue_text) + latin_tokens(prompt_text)}  # compared with English names only
     unsupported += sorted(f"name:{n}" for n in _names_en(content)
                           if not all(w.lower()[:6] in stems for w in n.split() if w.lower() not in stopwords()))
     for m in _PLACE_ZH.finditer(content):
@@ -235,11 +253,11 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
         return round(0.5 ** len(unsupported), 6), unsupported
     units = _fact_units(content)
     # units of each part apart: the dialogue's are cached across its prompts, and no unit spans the two
-    src_units = _fact_units(prompt_text) | _fact_units(dialogue_text)
-    # a Chinese word is supported wherever its characters stand together in the source: the segmenter
-    # may cut the same characters differently in another sentence (看房 / 看 + 房)
-    folded = (fold(prompt_text), fold(dialogue_text))
-    supported = [u for u in units if u in src_units or (_CJK.search(u) and any(u in f for f in folded))]
+    src_units = _source_units(prompt_text) | _source_units(dialogue_text)
+    # a Chinese word is supported wherever its characters stand together in the source (as written or
+    # folded): the segmenter may cut the same characters differently in another sentence (看房 / 看 + 房)
+    sources = (prompt_text, dialogue_text, fold(prompt_text), fold(dialogue_text))
+    supported = [u for u in units if u in src_units or (_CJK.search(u) and any(u in f for f in sources))]
     lex = len(supported) / len(units) if units else 1.0
     score = (0.5 ** len(unsupported)) * (0.5 + 0.5 * lex)
     return round(score, 6), unsupported

@@ -97,7 +97,9 @@ def engine_hint(settings: Settings, by_reason: dict[str, int]) -> str:
 
 def run_ingest(ctx: RunContext) -> IngestOut:
     """Ingest (deduplicated against published snapshots), then the optional LLM scene classifier."""
-    published = publishing.published_index(ctx.store, ctx.ds) if ctx.settings.ingest.dedup_against_published else None
+    cfg = ctx.settings.ingest
+    published = publishing.published_dialogues(ctx.store, ctx.ds, cfg.near_dup_threshold, cfg.dedup_index_buckets) \
+        if cfg.dedup_against_published else None
     res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
                  sources=ctx.params.get("sources") or None, published=published)
     if ctx.settings.ingest.llm_scene_classifier and "default" in res.stats.get("scene_sources", {}):
@@ -286,6 +288,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
               "judge": judge, "rule_dims": list(RULE_DIMENSIONS), "thresholds": dict(settings.quality.thresholds),
               "suite_version": settings.gates.suite_version, "limitations": limitations},
         overrides=run_overrides(ctx.params), promote=promoted(ctx.params), retention=settings.publishing.retention,
+        dedup_buckets=settings.ingest.dedup_index_buckets,
         manifest={
             "stages": {"ingest": ingest_out["stats"], "prompts": prompts_out["stats"],
                        "label": [o["stats"] for o in label_outs], "score": score_out["stats"], "gate": gate_out["stats"]},

@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "dialinsight_core"
-BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup", "errors", "notify"}
+BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup", "dedup_index", "errors",
+          "notify"}
 STAGES = {"ingest", "instructions", "prompts", "inference", "quality", "publishing"}
 RUN = {"runs", "__main__"}
 PROJECT = ("dialinsight_core", "dialinsight_airflow")

@@ -1,0 +1,249 @@
+"""Scale benchmark: each nightly stage in its own process over a synthetic corpus of N dialogues.
+
+For every N it generates the corpus (``synth_corpus``), then runs ingest, build_prompts, label
+(a stand-in engine that answers instantly, so what is measured is the stage's own work: request
+keys, cache lookups, checkpoint chunks), score (rules + grounding, no judge), gate (GX row +
+batch suites) and publish (snapshot + exports), each in a fresh Python process, as Airflow runs
+them. Per stage it prints records/s, wall time, peak RSS (the process's ``ru_maxrss``) and the
+*pyarrow floor*: reading the stage's input files and writing its output tables with pyarrow alone,
+the least any implementation must pay for the same bytes.
+
+    .venv/bin/python benchmarks/scale_bench.py --sizes 10000 100000 [--stages ingest build_prompts]
+
+Results go to ``build/scale/results.json`` and print as a Markdown table (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("ingest", "build_prompts", "label", "score", "gate", "publish")
+DS = "2026-12-01"
+RUN_ID = "scale_bench"
+
+
+def settings_yaml(work: Path, corpus: Path) -> Path:
+    """The embedded config, pointed at the corpus and a fresh local object store; judge off."""
+    import yaml
+
+    from benchmarks.synth_corpus import source_config
+
+    cfg = yaml.safe_load((ROOT / "config" / "dialinsight.yaml").read_text())
+    cfg["storage"]["uri"] = f"file://{work / 'store'}"
+    cfg["sources"] = [source_config("synth", corpus)]
+    cfg["quality"]["judge"]["enabled"] = False
+    path = work / "dialinsight.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+class StandIn:
+    """An engine that answers at once from answers prepared before the clock starts ("stored
+    answers"): schema-valid JSON built from the prompt by the test suite's fake OpenAI server, 10 %
+    of them repetition loops (rejected by the rules). What the label stage then costs is its own
+    work: request keys, cache lookups, checkpoint chunks, output tables."""
+
+    def __new__(cls, shards: list[Any]) -> Any:
+        from dialinsight_core.llm import Engine, LabelResult
+        from tests.support.fake_openai import answer, planted
+
+        plan = planted(0.1)
+        stored: dict[str, tuple[str, str]] = {}
+        for table in shards:
+            for pid, messages, schema_id in zip(table.column("prompt_id").to_pylist(), table.column("messages").to_pylist(),
+                                                table.column("output_schema_id").to_pylist(), strict=True):
+                stored[pid] = (json.loads(messages), schema_id)
+
+        class _StandIn(Engine):
+            name, model = "stand-in", "stand-in"
+            def __init__(self) -> None:
+                self.answers: dict[str, tuple[str, str]] = {}
+
+            def prepare(self, schemas: dict[str, Any]) -> None:
+                for pid, (messages, schema_id) in stored.items():
+                    body = {"messages": messages, "response_format": {"json_schema": {"schema": schemas[schema_id]}}}
+                    self.answers[pid] = answer(body, plan(body))
+
+            def generate(self, requests: list[Any]) -> list[LabelResult]:
+                return [LabelResult(r.prompt_id, *self.answers[r.prompt_id], 0, 0, 0.0) for r in requests]
+
+        return _StandIn()
+
+
+def run_stage(stage: str, work: Path) -> dict[str, Any]:
+    """One stage, in this process, reading the earlier stages' outputs (``outs/<stage>.json``)."""
+    from dialinsight_core.config import load_settings
+    from dialinsight_core.runs import nightly
+
+    settings = load_settings(work / "dialinsight.yaml")
+    ctx = nightly.RunContext(settings, DS, RUN_ID, {})
+    outs = {p.stem: json.loads(p.read_text()) for p in (work / "outs").glob("*.json")}
+    engine = None
+    if stage == "label":  # the stand-in's answers are made before the clock starts
+        from dialinsight_core import schemas
+        from dialinsight_core.instructions import load_output_schemas
+
+        engine = StandIn([ctx.store.read_table(s["key"], schemas.PROMPTS) for s in outs["build_prompts"]["shards"]])
+        engine.prepare(load_output_schemas(settings))
+        shutil.rmtree(work / "store" / "cache", ignore_errors=True)  # every request is new: the first night's cost
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if stage == "ingest":
+        out = nightly.run_ingest(ctx)
+        n_in, n_out = out["stats"]["files_read"], out["stats"]["dialogues_kept"]
+    elif stage == "build_prompts":
+        out = nightly.run_build_prompts(ctx, outs["ingest"])
+        n_in, n_out = out["stats"]["dialogues_in"], out["stats"]["prompts"]
+    elif stage == "label":
+        labels = [nightly.run_label_shard(ctx, s, engine) for s in outs["build_prompts"]["shards"]]
+        out = {"labels": labels}
+        n_in = sum(o["stats"]["prompts_in"] for o in labels)
+        n_out = sum(o["stats"]["labeled"] for o in labels)
+    elif stage == "score":
+        out = nightly.run_score(ctx, outs["ingest"], outs["build_prompts"], outs["label"]["labels"])
+        n_in, n_out = out["stats"]["labels_in"], out["stats"]["scored"]
+    elif stage == "gate":
+        out = nightly.run_gate(ctx, outs["score"], outs["ingest"])
+        n_in, n_out = out["stats"]["scored_in"], out["stats"]["accepted"] + out["stats"]["rejected"]
+    elif stage == "publish":
+        out = nightly.run_publish(ctx, outs["ingest"], outs["build_prompts"], outs["label"]["labels"], outs["score"],
+                                  outs["gate"])
+        c = out["asset_extra"]["counts"]
+        n_in = n_out = c["accepted"] + c["rejected"] + c["quarantined"]
+    else:
+        raise ValueError(stage)
+    wall = time.perf_counter() - start
+    (work / "outs").mkdir(exist_ok=True)
+    (work / "outs" / f"{stage}.json").write_text(json.dumps(out, default=str))
+    return {"stage": stage, "records_in": n_in, "records_out": n_out, "wall_s": round(wall, 3),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_mib": round(rss0 / 1024, 1), "work": str(ctx.store.url(ctx.key("")))}
+
+
+def stage_files(stage: str, work: Path) -> tuple[list[Path], list[Path]]:
+    """(inputs, outputs) of a stage: the files the pyarrow floor reads and rewrites."""
+    store = work / "store"
+    run = next(store.glob(f"work/ds={DS}/run={RUN_ID}*"), None)
+    assert run is not None, f"no work folder under {store}"
+    pq_in = {
+        "ingest": [],
+        "build_prompts": [run / "ingest" / "dialogues.parquet", run / "ingest" / "turns.parquet"],
+        "label": sorted((run / "prompts" / "shards").glob("*.parquet")),
+        "score": [*sorted(run.glob("label/*/labels.parquet")), run / "prompts" / "prompts.parquet",
+                  run / "ingest" / "turns.parquet", run / "prompts" / "instructions.parquet"],
+        "gate": [run / "score" / "scored.parquet"],
+        "publish": [run / "gate" / "accepted.parquet", run / "gate" / "rejected.parquet",
+                    run / "prompts" / "prompts.parquet", run / "ingest" / "dialogues.parquet"],
+    }[stage]
+    folder = {"build_prompts": "prompts", "label": "label"}.get(stage, stage)
+    if stage == "publish":
+        snap = next(store.glob(f"snapshots/ds={DS}/*"))
+        outs = sorted(p for p in snap.rglob("*.parquet"))
+    else:
+        outs = sorted((run / folder).rglob("*.parquet"))
+    if stage == "ingest":
+        pq_in = sorted((work / "corpus").glob("part-*.jsonl"))
+    return pq_in, outs
+
+
+def floor(stage: str, work: Path) -> dict[str, Any]:
+    """Read the stage's inputs and write its outputs with pyarrow alone (single process)."""
+    import pyarrow.dataset  # noqa: F401 - pq.read_table's first call imports it (~2 s): not the floor's cost
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    inputs, outputs = stage_files(stage, work)
+    start = time.perf_counter()
+    for p in inputs:
+        if p.suffix == ".jsonl":
+            pj.read_json(p, read_options=pj.ReadOptions(block_size=1 << 24))
+        else:
+            pq.read_table(p)
+    read_s = time.perf_counter() - start
+    tables = [pq.read_table(p) for p in outputs]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, t in enumerate(tables):
+            pq.write_table(t, f"{tmp}/{i}.parquet")
+    write_s = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in inputs) + sum(p.stat().st_size for p in outputs)
+    return {"floor_s": round(read_s + write_s, 3), "floor_read_s": round(read_s, 3), "floor_write_s": round(write_s, 3),
+            "bytes": size}
+
+
+def child(stage: str, work: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, __file__, "--child", stage, "--work", str(work)], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(n: int, stages: list[str], root: Path, zh_share: float) -> list[dict[str, Any]]:
+    from benchmarks.synth_corpus import CorpusSpec, generate
+
+    work = root / f"n{n}"
+    meta = generate(CorpusSpec(n=n, zh_share=zh_share), root / f"corpus-{n}")
+    if stages[0] == "ingest":
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "corpus").unlink(missing_ok=True)
+    (work / "corpus").symlink_to((root / f"corpus-{n}").resolve())
+    settings_yaml(work, work / "corpus")
+    rows = []
+    for stage in stages:
+        row = {"n": n, "corpus_turns": meta["turns"], **child(stage, work)}
+        row.update(child("floor:" + stage, work))
+        row["records_per_s"] = round(row["records_in"] / row["wall_s"], 1) if row["wall_s"] else None
+        row["vs_floor"] = round(row["wall_s"] / row["floor_s"], 1) if row["floor_s"] else None
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = ["| N dialogues | stage | records in → out | wall | records/s | peak RSS | pyarrow floor | × floor |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['n']:,} | {r['stage']} | {r['records_in']:,} → {r['records_out']:,} | {r['wall_s']:.1f} s | "
+                   f"{r['records_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} MiB | {r['floor_s']:.2f} s | {r['vs_floor']:,}× |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--root", type=Path, default=ROOT / "build" / "scale")
+    ap.add_argument("--zh-share", type=float, default=0.5)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        res = floor(a.child.split(":", 1)[1], a.work) if a.child.startswith("floor:") else run_stage(a.child, a.work)
+        print(json.dumps(res))
+        return
+    rows = []
+    for n in a.sizes:
+        rows += bench(n, a.stages, a.root, a.zh_share)
+    a.root.mkdir(parents=True, exist_ok=True)
+    (a.root / "results.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

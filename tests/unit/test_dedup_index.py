@@ -1,0 +1,114 @@
+"""The persistent dedup index agrees with the in-memory LSH, reads only what a lookup needs, and
+sees only committed snapshots of other dates."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from dialinsight_core.dedup import LSHIndex, MinHasher
+from dialinsight_core.dedup_index import DedupIndex, band_keys, index_snapshot, sync
+from dialinsight_core.schemas import DIALOGUE_INDEX, table
+from dialinsight_core.storage import open_store
+
+WORDS = ("apartment bedroom rent budget viewing balcony elevator floor deposit contract mortgage price "
+         "租金 押金 看房 户型 电梯 阳台 预算 小区 地铁 合同").split()
+
+
+def docs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) + str(rng.randrange(100)) for _ in range(40)) for _ in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"file://{tmp_path}/store")
+
+
+def _sigs(texts: list[str]) -> np.ndarray:
+    mh = MinHasher()
+    return np.stack([mh.signature(t) for t in texts])
+
+
+def test_band_keys_equal_bands_equal_keys():
+    sigs = _sigs(docs(3, 1))
+    edited = sigs[0].copy()
+    edited[:8] += 1  # band 0 differs, bands 1..15 equal
+    k = band_keys(np.stack([sigs[0], edited]))
+    assert k.shape == (2, 16) and k[0, 0] != k[1, 0] and (k[0, 1:] == k[1, 1:]).all()
+    assert len(set(band_keys(sigs).reshape(-1).tolist())) == 48  # distinct documents: distinct keys
+
+
+def test_lookup_matches_in_memory_lsh(store):
+    """Same exact and near hits as the in-memory LSH over the same published documents."""
+    old = docs(300, 2)
+    mh = MinHasher()
+    index_snapshot(store, "2026-11-01/run_a", table(DIALOGUE_INDEX, [
+        {"dialogue_id": f"d{i}", "content_hash": f"{i:064x}", "minhash": mh.signature(t).tolist(), "snapshot_id": ""}
+        for i, t in enumerate(old)]))
+    rng = random.Random(3)
+    new = [old[5], old[7].replace("0", "1", 2) + " ok", *docs(50, 4), old[11][:-10]]
+    hashes = [f"{5:064x}", "f" * 64, *("e" * 64 for _ in range(50)), "d" * 64]
+    rng.shuffle(pairs := list(zip(new, hashes, strict=True)))
+    new, hashes = [p[0] for p in pairs], [p[1] for p in pairs]
+    sigs = _sigs(new)
+    idx = DedupIndex(store, threshold=0.8)
+    got = idx.lookup(hashes, sigs, allowed={"2026-11-01/run_a"})
+    lsh = LSHIndex(threshold=0.8)
+    for i, t in enumerate(old):
+        lsh.add(f"d{i}", mh.signature(t))
+    for h, sig, match in zip(hashes, sigs, got, strict=True):
+        if h == f"{5:064x}":
+            assert match is not None and match.exact and match.dialogue_id == "d5"
+            continue
+        want = lsh.query(sig)
+        assert (match is None) == (not want)
+        if want:
+            assert (match.dialogue_id, round(match.similarity, 6)) == (want[0][0], round(want[0][1], 6))
+    assert sum(m is not None for m in got) >= 3  # the copy, the small edit, the cut one
+
+
+def test_only_allowed_snapshots_and_sync_is_incremental(store):
+    mh = MinHasher()
+    text = docs(1, 5)[0]
+    row = {"dialogue_id": "d0", "content_hash": "a" * 64, "minhash": mh.signature(text).tolist(), "snapshot_id": ""}
+    for snap in ("2026-11-01/a", "2026-11-02/b"):
+        store.write_table(f"snapshots/{snap}/dialogues/index.parquet", table(DIALOGUE_INDEX, [row]))
+    committed = [("2026-11-01/a", "snapshots/2026-11-01/a"), ("2026-11-02/b", "snapshots/2026-11-02/b")]
+    assert sync(store, committed) == ["2026-11-01/a", "2026-11-02/b"]
+    assert sync(store, committed) == []  # one listing, nothing re-read
+    idx = DedupIndex(store)
+    sig = mh.signature(text)[None, :]
+    assert idx.lookup(["a" * 64], sig, allowed={"2026-11-02/b"})[0].snapshot_id == "2026-11-02/b"
+    assert idx.lookup(["a" * 64], sig, allowed={"2026-11-03/c"}) == [None]  # e.g. the run's own date left out
+    assert idx.lookup(["b" * 64], sig, allowed={"2026-11-01/a"})[0].similarity == 1.0  # near: same signature
+
+
+def test_lookup_reads_only_the_buckets_of_its_keys(store):
+    mh = MinHasher()
+    old = docs(64, 6)
+    index_snapshot(store, "s/1", table(DIALOGUE_INDEX, [
+        {"dialogue_id": f"d{i}", "content_hash": f"{i:064x}", "minhash": mh.signature(t).tolist(), "snapshot_id": ""}
+        for i, t in enumerate(old)]), buckets=256)
+    idx = DedupIndex(store, buckets=256)
+    idx.lookup(["f" * 64], _sigs(docs(1, 7)), allowed={"s/1"})
+    assert idx.files_read <= 1 + 16 + 16  # one hash bucket, <= 16 band buckets, sigs of candidates only
+
+
+def test_compact_folds_segments_and_drops_dead_snapshots(store):
+    mh = MinHasher()
+    texts = docs(40, 8)
+    for j in range(3):
+        index_snapshot(store, f"2026-11-0{j + 1}/r", table(DIALOGUE_INDEX, [
+            {"dialogue_id": f"d{j}-{i}", "content_hash": f"{j}{i:063x}", "minhash": mh.signature(t).tolist(),
+             "snapshot_id": ""} for i, t in enumerate(texts[j * 10:(j + 1) * 10])]))
+    idx = DedupIndex(store)
+    before = idx.lookup([f"1{3:063x}"], _sigs([texts[13]]), allowed={"2026-11-02/r"})
+    assert before[0].dialogue_id == "d1-3"
+    assert idx.compact(live={"2026-11-02/r", "2026-11-03/r"}) > 0
+    assert all(len([k for k in store.list(f"dedup/{kind}/b={b:x}/") if k.endswith(".parquet")]) <= 1
+               for kind in ("bands", "hashes", "sigs") for b in range(16))
+    assert idx.lookup([f"1{3:063x}"], _sigs([texts[13]]), allowed={"2026-11-02/r"}) == before
+    assert idx.lookup([f"0{3:063x}"], _sigs([texts[3]]), allowed={"2026-11-01/r"}) == [None]  # its rows are gone

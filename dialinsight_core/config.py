@@ -136,6 +136,7 @@ class IngestSettings(_Model):
     # the persistent near-duplicate index of published dialogues (dialinsight_core/dedup_index.py)
     dedup_index_buckets: Literal[1, 16, 256] = 16  # folders per kind; a layout choice: fixed once data is indexed
     dedup_batch: int = Field(default=1024, ge=1)  # dialogues per lookup of the published index
+    batch_dialogues: int = Field(default=2048, ge=1)  # kept dialogues per row group written (memory holds one batch)
     # ask an LLM (the engine interface) for the scene of dialogues the rules leave at the default
     llm_scene_classifier: bool = False
     llm_classifier_engine: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 64})

@@ -16,8 +16,11 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,26 @@ class ObjectStore(ABC):
         tbl = pq.read_table(io.BytesIO(self.read_bytes(key)))
         return tbl.cast(schema) if schema is not None else tbl
 
+    @contextmanager
+    def table_writer(self, key: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer whose row groups go to a local spool file as they are written (memory
+        holds one batch, not the table); the object appears whole at the end of the ``with``, or not
+        at all when the block raises."""
+        with tempfile.TemporaryDirectory(prefix="dialinsight-spool-") as tmp:
+            path = Path(tmp) / "part.parquet"
+            with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+                yield writer
+            self.put_file(key, path)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store a local file under ``key`` (atomically, like ``write_bytes``)."""
+        self.write_bytes(key, path.read_bytes())
+
+    def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        """The table at ``key`` in record batches of at most ``batch_size`` rows (row group by row group)."""
+        for batch in pq.ParquetFile(io.BytesIO(self.read_bytes(key))).iter_batches(batch_size=batch_size):
+            yield batch.cast(schema) if schema is not None else batch
+
 
 def _check_key(key: str) -> str:
     if not key or key.startswith("/") or ".." in key.split("/"):
@@ -126,6 +149,22 @@ class FileObjectStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def put_file(self, key: str, path: Path) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        os.close(fd)
+        try:
+            shutil.move(str(path), tmp)  # a rename when the spool is on the same file system
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        for batch in pq.ParquetFile(self._path(key)).iter_batches(batch_size=batch_size):
+            yield batch.cast(schema) if schema is not None else batch
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -212,6 +251,26 @@ class S3ObjectStore(ObjectStore):
             if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
                 raise ObjectExistsError(f"{self.url(key)} already exists") from None
             raise
+
+    def put_file(self, key: str, path: Path) -> None:
+        """boto3's managed upload: multipart above ``s3_multipart_mib``, read from disk part by part."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=self.multipart_bytes, multipart_chunksize=self.multipart_bytes,
+                                max_concurrency=4)
+        self.client.upload_file(str(path), self.bucket, self._key(key), Config=config)
+
+    def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        with tempfile.TemporaryDirectory(prefix="dialinsight-spool-") as tmp:
+            path = Path(tmp) / "part.parquet"
+            try:
+                self.client.download_file(self.bucket, self._key(key), str(path))
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+                    raise FileNotFoundError(self.url(key)) from None
+                raise
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+                yield batch.cast(schema) if schema is not None else batch
 
     def _multipart(self, key: str, data: bytes) -> None:
         """A multipart upload: the object appears whole at CompleteMultipartUpload or not at all; each

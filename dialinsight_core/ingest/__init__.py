@@ -11,6 +11,7 @@ The optional LLM scene classifier is its own module (``scene_classifier``). docs
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -57,12 +58,18 @@ class IngestResult:
     index: pa.Table  # DIALOGUE_INDEX rows of the kept dialogues (snapshot_id empty until published)
 
 
+Sink = Callable[[str, pa.Table], None]  # (table name, a batch of its rows): "turns", "dialogues", "index"
+
+
 def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None = None,
-           published: PublishedDialogues | None = None) -> IngestResult:
+           published: PublishedDialogues | None = None, sink: Sink | None = None) -> IngestResult:
     """Read every configured source (or the named ones) into canonical tables.
 
     ``published`` (the persistent index of committed snapshots' dialogues) makes exact and near
     duplicates of already published dialogues quarantine records too (``duplicate_of_published``).
+    With a ``sink``, kept rows leave in batches of ``ingest.batch_dialogues`` dialogues as they are
+    decided (the result's ``turns``, ``dialogues`` and ``index`` are then empty), so memory holds a
+    batch, not the corpus; without one they are collected and returned.
     """
     wanted = settings.sources if not sources else [s for s in settings.sources if s.name in sources]
     if sources and len(wanted) != len(set(sources)):
@@ -75,41 +82,72 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
     stream = iter(read)
     for step in steps[1:]:
         stream = step.run(stream)
+    collected: dict[str, list[pa.Table]] = {"turns": [], "dialogues": [], "index": []}
+    emit: Sink = sink or (lambda name, tbl: collected[name].append(tbl))
     turns: list[dict[str, Any]] = []
     dialogues: list[dict[str, Any]] = []
+    n_dialogues = n_turns = with_pii = 0
     redactions: Counter[str] = Counter()
-    with_pii = 0
+    scenes: Counter[str] = Counter()
+    scene_sources: Counter[str] = Counter()
+    langs: Counter[str] = Counter()
+    behaviours: dict[str, Counter[str]] = {role: Counter() for role in settings.taxonomy.roles}
+
+    def flush() -> None:
+        if dialogues:
+            emit("turns", schemas.table(schemas.TURNS, turns))
+            emit("dialogues", schemas.table(schemas.DIALOGUES, dialogues))
+            emit("index", schemas.table(schemas.DIALOGUE_INDEX, dedup.index_rows))
+            turns.clear()
+            dialogues.clear()
+            dedup.index_rows.clear()
+
     for rec in stream:
-        turns += turn_rows(rec)
+        rows = turn_rows(rec)
+        turns += rows
         dialogues.append(dialogue_row(rec))
+        n_dialogues += 1
+        n_turns += len(rows)
         redactions.update(rec.pii_counts)
         with_pii += bool(rec.pii_counts)
+        scenes[rec.scene] += 1
+        scene_sources[rec.scene_source] += 1
+        langs[rec.lang] += 1
+        for t in rows:
+            if t["role"] in behaviours:
+                behaviours[t["role"]][t["behaviour"]] += 1
+        if len(dialogues) >= settings.ingest.batch_dialogues:
+            flush()
+    flush()
     q = quarantine.rows
     stats: IngestStats = {
         "files_read": read.records_in,  # dialogue records read (a JSONL line, a group of CSV rows, a STAR file)
-        "dialogues_kept": len(dialogues),
-        "turns_kept": len(turns),
+        "dialogues_kept": n_dialogues,
+        "turns_kept": n_turns,
         "quarantined": len(q),
         "quarantined_by_reason": dict(Counter(r["reason_code"] for r in q)),
         "duplicates": {k: sum(1 for r in q if r["reason_code"] == k)
                        for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
         "published_snapshots_compared": len(published.allowed) if published is not None else 0,
-        "scenes": dict(Counter(d["scene"] for d in dialogues)),
-        "scene_sources": dict(Counter(d["scene_source"] for d in dialogues)),
-        "langs": dict(Counter(d["lang"] for d in dialogues)),
-        "behaviours": {role: dict(Counter(t["behaviour"] for t in turns if t["role"] == role).most_common())
-                       for role in settings.taxonomy.roles},
+        "scenes": dict(scenes),
+        "scene_sources": dict(scene_sources),
+        "langs": dict(langs),
+        "behaviours": {role: dict(c.most_common()) for role, c in behaviours.items()},
         "pii_redactions": dict(sorted(redactions.items())),
         "dialogues_with_pii": with_pii,
         "steps": {step.name: step.stats() for step in steps},
     }
     _check_conservation(stats, steps)
+
+    def table(name: str, schema: pa.Schema) -> pa.Table:
+        return pa.concat_tables(collected[name]) if collected[name] else schemas.table(schema, [])
+
     return IngestResult(
-        turns=schemas.table(schemas.TURNS, turns),
-        dialogues=schemas.table(schemas.DIALOGUES, dialogues),
+        turns=table("turns", schemas.TURNS),
+        dialogues=table("dialogues", schemas.DIALOGUES),
         quarantined=quarantine.table(),
         stats=stats,
-        index=schemas.table(schemas.DIALOGUE_INDEX, dedup.index_rows),
+        index=table("index", schemas.DIALOGUE_INDEX),
     )
 
 

@@ -11,6 +11,7 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -100,16 +101,25 @@ def run_ingest(ctx: RunContext) -> IngestOut:
     cfg = ctx.settings.ingest
     published = publishing.published_dialogues(ctx.store, ctx.ds, cfg.near_dup_threshold, cfg.dedup_index_buckets) \
         if cfg.dedup_against_published else None
-    res = ingest(ctx.settings, max_dialogues=int(ctx.params.get("max_dialogues") or 0),
-                 sources=ctx.params.get("sources") or None, published=published)
-    if ctx.settings.ingest.llm_scene_classifier and "default" in res.stats.get("scene_sources", {}):
-        engine = make_engine(ctx.settings.with_engine(ctx.settings.ingest.llm_classifier_engine))
-        try:
-            res = classify_scenes_llm(res, engine, ctx.settings)
-        finally:
-            engine.close()
-    keys = ctx.write_stage("ingest", {"turns": res.turns, "dialogues": res.dialogues,
-                                      "quarantined": res.quarantined, "index": res.index}, res.stats)
+    max_dialogues, sources = int(ctx.params.get("max_dialogues") or 0), ctx.params.get("sources") or None
+    if ctx.settings.ingest.llm_scene_classifier:  # the classifier revisits the whole tables: collected in memory
+        res = ingest(ctx.settings, max_dialogues=max_dialogues, sources=sources, published=published)
+        if "default" in res.stats.get("scene_sources", {}):
+            engine = make_engine(ctx.settings.with_engine(ctx.settings.ingest.llm_classifier_engine))
+            try:
+                res = classify_scenes_llm(res, engine, ctx.settings)
+            finally:
+                engine.close()
+        keys = ctx.write_stage("ingest", {"turns": res.turns, "dialogues": res.dialogues,
+                                          "quarantined": res.quarantined, "index": res.index}, res.stats)
+        return {"keys": cast(IngestKeys, keys), "stats": res.stats}
+    names = {"turns": schemas.TURNS, "dialogues": schemas.DIALOGUES, "index": schemas.DIALOGUE_INDEX}
+    keys = {name: ctx.key(f"ingest/{name}.parquet") for name in names}
+    with ExitStack() as stack:  # each kept batch is written as a row group as soon as it is decided
+        writers = {name: stack.enter_context(ctx.store.table_writer(keys[name], schema)) for name, schema in names.items()}
+        res = ingest(ctx.settings, max_dialogues=max_dialogues, sources=sources, published=published,
+                     sink=lambda name, tbl: writers[name].write_table(tbl))
+    keys.update(ctx.write_stage("ingest", {"quarantined": res.quarantined}, res.stats))
     return {"keys": cast(IngestKeys, keys), "stats": res.stats}
 
 

@@ -33,17 +33,22 @@ STAGES = ("ingest", "prompts", "label", "score", "gate", "publish")
 @contextmanager
 def on_write(pattern: str, nth: int, action: Callable[[str], None], after: bool = False) -> Iterator[dict[str, int]]:
     """Call ``action(key)`` at the ``nth`` object-store write whose key matches ``pattern``, before
-    the write (or just after it, ``after=True``). Patches both backends."""
+    the write (or just after it, ``after=True``). Patches both backends, whole-object writes
+    (``write_bytes``) and spooled tables (``put_file``) alike."""
     seen = {"matches": 0}
-    originals = {cls: cls.write_bytes for cls in (storage.FileObjectStore, storage.S3ObjectStore)}
+    classes = (storage.FileObjectStore, storage.S3ObjectStore)
+    originals = {(cls, name): getattr(cls, name) for cls in classes for name in ("write_bytes", "put_file")}
     rx = re.compile(pattern)
 
-    def make(orig: Callable[..., None]) -> Callable[..., None]:
+    def hit_of(key: str) -> bool:
+        if rx.search(key):
+            seen["matches"] += 1
+            return seen["matches"] == nth
+        return False
+
+    def make_bytes(orig: Callable[..., None]) -> Callable[..., None]:
         def write_bytes(self: Any, key: str, data: bytes, *, overwrite: bool = True) -> None:
-            hit = False
-            if rx.search(key):
-                seen["matches"] += 1
-                hit = seen["matches"] == nth
+            hit = hit_of(key)
             if hit and not after:
                 action(key)
             orig(self, key, data, overwrite=overwrite)
@@ -51,13 +56,23 @@ def on_write(pattern: str, nth: int, action: Callable[[str], None], after: bool 
                 action(key)
         return write_bytes
 
-    for cls, orig in originals.items():
-        cls.write_bytes = make(orig)  # type: ignore[method-assign]
+    def make_file(orig: Callable[..., None]) -> Callable[..., None]:
+        def put_file(self: Any, key: str, path: Any) -> None:
+            hit = hit_of(key)
+            if hit and not after:
+                action(key)
+            orig(self, key, path)
+            if hit and after:
+                action(key)
+        return put_file
+
+    for (cls, name), orig in originals.items():
+        setattr(cls, name, (make_bytes if name == "write_bytes" else make_file)(orig))
     try:
         yield seen
     finally:
-        for cls, orig in originals.items():
-            cls.write_bytes = orig  # type: ignore[method-assign]
+        for (cls, name), orig in originals.items():
+            setattr(cls, name, orig)
 
 
 def kill_self(key: str) -> None:

@@ -142,6 +142,7 @@ class ShardRef(TypedDict):
     shard: int
     key: str
     n: int
+    turns_key: NotRequired[str]  # the turns of the shard's dialogues (what scoring the shard reads)
 
 
 class PromptsOut(TypedDict):

@@ -10,13 +10,16 @@ took, the judge's tokens and share, and how often the audit sample agreed with t
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dialinsight_core import schemas
 from dialinsight_core.config import DIMENSIONS, GROUNDING_DIMENSIONS, JUDGE_DIMENSIONS, RULE_DIMENSIONS, Settings
@@ -71,14 +74,88 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
     ``judge_engine`` builds the judge's engine; it is called only if some record needs the judge
     (so a batch that needs none never loads a model). None disables the judge for this call.
     """
+    parts: list[pa.Table] = []
+    stats = score_parts([(labels, prompts, turns)], instructions, output_schemas, settings, judge_engine, ds,
+                        parts.append)
+    scored = pa.concat_tables(parts) if parts else schemas.table(schemas.SCORED, [])
+    return ScoreResult(scored, stats)
+
+
+def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructions: pa.Table,
+                output_schemas: dict[str, dict[str, Any]], settings: Settings,
+                judge_engine: Callable[[], Engine] | None, ds: str, sink: Callable[[pa.Table], None]) -> ScoreStats:
+    """The cascade over parts of the labels (each with its prompts and its dialogues' turns, e.g.
+    one label shard), holding one part in memory at a time.
+
+    The cheap layers run part by part and their rows wait in a local spool file; the judge's
+    selection is then made over *all* records (its cap and audit sample are the run's, as if
+    scored at once); the judge sees the chosen ones; each part is finished and handed to ``sink``.
+    """
     q = settings.quality
     t0 = time.perf_counter()
-    prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
     instr_by_id = {i["instruction_id"]: i for i in instructions.to_pylist()}
+    times = {"rules": 0.0, "grounding": 0.0}
+    summary: list[dict[str, Any]] = []
+    n_in = 0
+    with tempfile.TemporaryDirectory(prefix="dialinsight-score-") as spool:
+        spooled: list[Path] = []
+        for labels, prompts, turns in parts:
+            n_in += labels.num_rows
+            rows = _cheap_layers(labels, prompts, turns, instr_by_id, output_schemas, settings, times)
+            summary += [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"],
+                         "margin": r["_margin"]} for r in rows]
+            path = Path(spool) / f"part-{len(spooled):05d}.parquet"
+            pq.write_table(pa.Table.from_pylist([_spill(r) for r in rows]) if rows else pa.table({}), path)
+            spooled.append(path)
+            del rows
+        t_cheap = time.perf_counter() - t0
+
+        # --- judge: only records in doubt + the audit sample, capped (over the whole run) ------------
+        chosen, sel = judge.select_for_judge(summary, settings, ds) if judge_engine is not None else judge.no_selection()
+        del summary
+        verdicts: dict[str, judge.JudgeVerdict] = {}
+        t_judge = 0.0
+        engine_desc: dict[str, Any] = {}
+        if chosen:
+            items = [judge.JudgeItem(r["prompt_id"], r["_lang"], r["_judge_dialogue"], r["_judge_instruction"],
+                                     r["output_text"] or "")
+                     for path in spooled for r in _unspill_rows(path) if r["prompt_id"] in chosen]
+            a = time.perf_counter()
+            engine = judge_engine()  # type: ignore[misc]
+            engine_desc = {"engine": engine.name, "model": engine.model}
+            try:
+                verdicts = judge.judge_records(items, engine, settings)
+            finally:
+                engine.close()
+            t_judge = time.perf_counter() - a
+
+        audit_pairs: list[tuple[bool, bool]] = []
+        account: dict[str, list[Any]] = {c: [] for c in ("judge_status", "judge_tokens", "prompt_tokens", "completion_tokens")}
+        n_out = 0
+        for path in spooled:
+            rows = [_finish(r, chosen, verdicts, engine_desc, audit_pairs, q.thresholds, q.weights)
+                    for r in _unspill_rows(path)]
+            if not rows:
+                continue
+            tbl = schemas.table(schemas.SCORED, rows)
+            for c, values in account.items():
+                values += tbl.column(c).to_pylist()
+            n_out += tbl.num_rows
+            sink(tbl)
+    stats = cost_stats(pa.table(account), sel, engine_desc, audit_pairs, t_cheap, times["rules"], times["grounding"], t_judge)
+    if stats["labels_in"] != n_in or n_out != n_in:
+        raise AssertionError(f"score stage lost records: {n_in} labels in, {n_out} scored: {stats}")
+    return stats
+
+
+def _cheap_layers(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instr_by_id: dict[str, dict[str, Any]],
+                  output_schemas: dict[str, dict[str, Any]], settings: Settings, times: dict[str, float]) -> list[dict[str, Any]]:
+    """Rules and grounding on every label of a part: its rows, with the judge's inputs kept aside."""
+    q = settings.quality
+    prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
     dialogue_text, dialogue_named = _dialogue_texts(turns, settings)
     amenities = tuple(q.amenities)
     rows: list[dict[str, Any]] = []
-    t_rules = t_ground = 0.0
     for label in labels.to_pylist():
         p = prompt_by_id[label["prompt_id"]]
         fam = settings.task_families[p["task_family"]]
@@ -101,8 +178,8 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
         expected = json.loads(instr.get("expected_fields") or "[]")
         content = rules.content_text(label["output_text"], label["output_json"])
         dims["coverage"], missing = grounding.score_coverage(content, label["output_json"], expected, schema)
-        t_rules += b - a
-        t_ground += time.perf_counter() - b
+        times["rules"] += b - a
+        times["grounding"] += time.perf_counter() - b
         if unsupported:
             findings["grounding"] = {"unsupported_facts": unsupported[:20]}
         if missing:
@@ -112,68 +189,58 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
         row = {c: p[c] for c in schemas.PROMPT_CONTEXT_COLUMNS}
         row.update(label)
         row["_dims"], row["_findings"] = dims, findings
-        row["_judge_item"] = judge.JudgeItem(label["prompt_id"], p["lang"], dialogue_named.get(p["dialogue_id"], ""),
-                                             instr.get("text", ""),
-                                             label["output_text"] or "")
+        row["_lang"], row["_judge_dialogue"] = p["lang"], dialogue_named.get(p["dialogue_id"], "")
+        row["_judge_instruction"] = instr.get("text", "")
         row["cheap_score"] = cheap
         row["_passes"] = not failed_thresholds(dims, settings) and cheap >= q.overall_min
         graded = [dims[d] - t for d, t in q.thresholds.items() if t < 1 and dims.get(d) is not None]
         row["_margin"] = round(min(graded), 6) if graded else 1.0
         rows.append(row)
-    t_cheap = time.perf_counter() - t0
+    return rows
 
-    # --- judge: only records in doubt + the audit sample, capped ---------------------------------
-    chosen, sel = judge.select_for_judge(
-        [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"], "margin": r["_margin"]}
-         for r in rows],
-        settings, ds) if judge_engine is not None else judge.no_selection()
-    verdicts: dict[str, judge.JudgeVerdict] = {}
-    t_judge = 0.0
-    engine_desc: dict[str, Any] = {}
-    if chosen:
-        a = time.perf_counter()
-        engine = judge_engine()  # type: ignore[misc]
-        engine_desc = {"engine": engine.name, "model": engine.model}
-        try:
-            verdicts = judge.judge_records([r["_judge_item"] for r in rows if r["prompt_id"] in chosen], engine, settings)
-        finally:
-            engine.close()
-        t_judge = time.perf_counter() - a
 
-    out_rows = []
-    audit_pairs: list[tuple[bool, bool]] = []
+def _spill(row: dict[str, Any]) -> dict[str, Any]:
+    """A cheap-layer row as a flat record for the spool file (dimensions and findings as JSON:
+    floats round-trip exactly)."""
+    return {**row, "_dims": json.dumps(row["_dims"]), "_findings": json.dumps(row["_findings"], ensure_ascii=False)}
+
+
+def _unspill_rows(path: Path) -> list[dict[str, Any]]:
+    rows = pq.read_table(path).to_pylist()
     for r in rows:
-        dims, findings = r.pop("_dims"), r.pop("_findings")
-        r.pop("_judge_item")
-        passes = r.pop("_passes")
-        r.pop("_margin")
-        v = verdicts.get(r["prompt_id"])
-        layers = ["rules", "grounding"]
-        r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None,
-                 judge_model=None)
-        if v is not None:
-            r.update(judge_status=v.status, judge_rationale=v.rationale, judge_tokens=v.tokens,
-                     judge_model=engine_desc.get("model"))
-            if v.scores:
-                dims.update(v.scores)
-                layers.append("judge")
-                judge_pass = not [d for d in JUDGE_DIMENSIONS
-                                  if d in q.thresholds and v.scores[d] < q.thresholds[d]]
-                if chosen[r["prompt_id"]] == "audit":
-                    audit_pairs.append((passes, judge_pass))
-            else:
-                layers.append("judge_failed")
-                findings["judge"] = {"status": v.status}
-        r.update({f"q_{d}": dims[d] for d in DIMENSIONS})
-        r["overall_score"] = overall(dims, q.weights)
-        r["layers_run"] = ",".join(layers)
-        r["quality_findings"] = json.dumps(findings, ensure_ascii=False, sort_keys=True) if findings else None
-        out_rows.append(r)
-    scored = schemas.table(schemas.SCORED, out_rows)
-    stats = cost_stats(scored, sel, engine_desc, audit_pairs, t_cheap, t_rules, t_ground, t_judge)
-    if stats["labels_in"] != labels.num_rows or scored.num_rows != labels.num_rows:
-        raise AssertionError(f"score stage lost records: {stats}")
-    return ScoreResult(scored, stats)
+        r["_dims"], r["_findings"] = json.loads(r["_dims"]), json.loads(r["_findings"])
+    return rows
+
+
+def _finish(r: dict[str, Any], chosen: dict[str, str], verdicts: dict[str, judge.JudgeVerdict],
+            engine_desc: dict[str, Any], audit_pairs: list[tuple[bool, bool]], thresholds: dict[str, float],
+            weights: dict[str, float]) -> dict[str, Any]:
+    """A record's final row: the judge's verdict (if any) merged, the overall score, the layers run."""
+    dims, findings = r.pop("_dims"), r.pop("_findings")
+    for k in ("_lang", "_judge_dialogue", "_judge_instruction", "_margin"):
+        r.pop(k)
+    passes = r.pop("_passes")
+    v = verdicts.get(r["prompt_id"])
+    layers = ["rules", "grounding"]
+    r.update(judge_reason=chosen.get(r["prompt_id"]), judge_status=None, judge_rationale=None, judge_tokens=None,
+             judge_model=None)
+    if v is not None:
+        r.update(judge_status=v.status, judge_rationale=v.rationale, judge_tokens=v.tokens,
+                 judge_model=engine_desc.get("model"))
+        if v.scores:
+            dims.update(v.scores)
+            layers.append("judge")
+            judge_pass = not [d for d in JUDGE_DIMENSIONS if d in thresholds and v.scores[d] < thresholds[d]]
+            if chosen[r["prompt_id"]] == "audit":
+                audit_pairs.append((passes, judge_pass))
+        else:
+            layers.append("judge_failed")
+            findings["judge"] = {"status": v.status}
+    r.update({f"q_{d}": dims[d] for d in DIMENSIONS})
+    r["overall_score"] = overall(dims, weights)
+    r["layers_run"] = ",".join(layers)
+    r["quality_findings"] = json.dumps(findings, ensure_ascii=False, sort_keys=True) if findings else None
+    return r
 
 
 def cost_stats(scored: pa.Table, sel: dict[str, int], engine_desc: dict[str, Any], audit_pairs: list[tuple[bool, bool]],

@@ -11,6 +11,8 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,7 +33,6 @@ from dialinsight_core.contracts import (
     PromptKeys,
     PromptsOut,
     PublishOut,
-    ScoreKeys,
     ScoreOut,
     ShardRef,
     promoted,
@@ -46,11 +47,11 @@ from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
 from dialinsight_core.llm import Engine, model_name, sampling_dict
 from dialinsight_core.notify import strip_url_credentials
-from dialinsight_core.prompts import build_prompts, shard_prompts
+from dialinsight_core.prompts import build_prompts, shard_prompts, shard_turns
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import apply_gates, remove_docs
-from dialinsight_core.quality.scoring import score_labels
+from dialinsight_core.quality.scoring import score_parts
 from dialinsight_core.runs.context import RunContext, code_version
 
 __all__ = [
@@ -130,16 +131,19 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     library = load_approved(ctx.store, ctx.settings) if ctx.settings.prompts.library_source == "auto" else None
     if library is None:
         library = load_library(ctx.settings)
-    res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES),
-                        ctx.store.read_table(k["turns"], schemas.TURNS), library,
+    turns = ctx.store.read_table(k["turns"], schemas.TURNS)
+    res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES), turns, library,
                         load_output_schemas(ctx.settings), ctx.settings, ctx.ds)
     keys = ctx.write_stage("prompts", {"prompts": res.prompts, "quarantined": res.quarantined,
                                        "instructions": library}, res.stats)
     shards: list[ShardRef] = []
-    for i, shard in enumerate(shard_prompts(res.prompts, ctx.settings.labeling.shards)):
+    cut = shard_prompts(res.prompts, ctx.settings.labeling.shards)
+    for i, (shard, shard_turns_tbl) in enumerate(zip(cut, shard_turns(turns, cut), strict=True)):
         key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet")
         ctx.store.write_table(key, shard)
-        shards.append({"shard": i, "key": key, "n": shard.num_rows})
+        turns_key = ctx.key(f"prompts/shards/turns-{i:05d}.parquet")
+        ctx.store.write_table(turns_key, shard_turns_tbl)
+        shards.append({"shard": i, "key": key, "n": shard.num_rows, "turns_key": turns_key})
     return {"keys": cast(PromptKeys, keys), "stats": res.stats, "shards": shards}
 
 
@@ -168,8 +172,6 @@ def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngin
 
 def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut]) -> ScoreOut:
     """The quality cascade; the judge's engine is built only if some record needs the judge."""
-    labels = pa.concat_tables([ctx.store.read_table(o["keys"]["labels"], schemas.LABELS) for o in label_outs]) \
-        if label_outs else schemas.table(schemas.LABELS, [])
     factory = None
     if ctx.settings.quality.judge.enabled:
         judge = ctx.settings.judge_settings()
@@ -180,12 +182,38 @@ def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, l
                                 f"{lab.cache_prefix.rstrip('/')}/judge", lab.checkpoint_every, lab.order, owns_inner=True,
                                 model_id=model_fingerprint(judge), buckets=lab.cache_buckets,
                                 compact_chunks=lab.cache_compact_chunks)
-    res = score_labels(labels, ctx.store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS),
-                       ctx.store.read_table(ingest_out["keys"]["turns"], schemas.TURNS),
-                       ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS),
-                       load_output_schemas(ctx.settings), ctx.settings, factory, ctx.ds)
-    keys = ctx.write_stage("score", {"scored": res.scored}, res.stats)
-    return {"keys": cast(ScoreKeys, keys), "stats": res.stats}
+    instructions = ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
+    key = ctx.key("score/scored.parquet")
+    with ctx.store.table_writer(key, schemas.SCORED) as writer:  # one shard's rows in memory at a time
+        stats = score_parts(_score_inputs(ctx, ingest_out, prompts_out, label_outs), instructions,
+                            load_output_schemas(ctx.settings), ctx.settings, factory, ctx.ds, writer.write_table)
+    ctx.store.write_json(ctx.key("score/stats.json"), stats)
+    return {"keys": {"scored": key}, "stats": stats}
+
+
+def _score_inputs(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
+                  label_outs: list[LabelOut]) -> Iterator[tuple[pa.Table, pa.Table, pa.Table]]:
+    """(labels, prompts, turns) per label shard; a shard written before shards carried their turns
+    (or labels without a shard) falls back to the run's whole tables."""
+    by_number = {s["shard"]: s for s in prompts_out["shards"]}
+    whole: dict[str, pa.Table] = {}
+
+    def run_table(name: str, key: str, schema: pa.Schema) -> pa.Table:
+        if name not in whole:
+            whole[name] = ctx.store.read_table(key, schema)
+        return whole[name]
+
+    for out in label_outs:
+        labels = ctx.store.read_table(out["keys"]["labels"], schemas.LABELS)
+        m = re.search(r"/label/shard-(\d+)/", out["keys"]["labels"])
+        shard = by_number.get(int(m.group(1))) if m else None
+        if shard is not None and shard.get("turns_key"):
+            yield labels, ctx.store.read_table(shard["key"], schemas.PROMPTS), \
+                ctx.store.read_table(shard["turns_key"], schemas.TURNS)
+        else:
+            yield labels, run_table("prompts", prompts_out["keys"]["prompts"], schemas.PROMPTS), \
+                run_table("turns", ingest_out["keys"]["turns"], schemas.TURNS)
+
 
 
 def previous_baseline(ctx: RunContext) -> Baseline | None:

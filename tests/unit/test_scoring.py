@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from dialinsight_core import schemas
@@ -144,3 +145,27 @@ def test_not_mentioned_is_not_a_claim(make_settings):
 ])
 def test_overall_uses_the_dimensions_that_ran(dims, expected):
     assert overall(dims, {"a": 1.0, "b": 1.0}) == expected
+
+
+def test_scoring_by_shard_equals_scoring_at_once(make_settings):
+    """Shards scored one at a time (what the score stage does to bound memory) give the same rows and
+    the same judge selection as the whole run at once: the cap and audit sample are the run's."""
+    from dialinsight_core.prompts import shard_prompts, shard_turns
+    from dialinsight_core.quality.scoring import score_parts
+
+    s = make_settings(DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION="0.2", DIALINSIGHT__QUALITY__JUDGE__MAX_SHARE="0.3")
+    labels, prompts, turns, lib, out_schemas = _batch(s, behaviour=lambda p: "copy" if p["prompt_id"] < "4" else "good",
+                                                      n=12)
+    whole = score_labels(labels, prompts, turns, lib, out_schemas, s, lambda: ScriptedJudge(_ok), "2026-11-25")
+    shards = shard_prompts(prompts, 3)
+    parts = []
+    for p, t in zip(shards, shard_turns(turns, shards), strict=True):
+        assert set(t.column("dialogue_id").to_pylist()) == set(p.column("dialogue_id").to_pylist())
+        ids = set(p.column("prompt_id").to_pylist())
+        parts.append((labels.filter([i in ids for i in labels.column("prompt_id").to_pylist()]), p, t))
+    out = []
+    stats = score_parts(parts, lib, out_schemas, s, lambda: ScriptedJudge(_ok), "2026-11-25", out.append)
+    by_shard = pa.concat_tables(out).sort_by("prompt_id")
+    assert by_shard.equals(whole.scored.sort_by("prompt_id"))
+    assert stats["judge"] == whole.stats["judge"] and stats["audit"] == whole.stats["audit"]
+    assert stats["judge"]["judged"] > 0 and len(out) == 3

@@ -35,7 +35,7 @@ DS = "2026-12-01"
 RUN_ID = "scale_bench"
 
 
-def settings_yaml(work: Path, corpus: Path) -> Path:
+def settings_yaml(work: Path, corpus: Path, n: int) -> Path:
     """The embedded config, pointed at the corpus and a fresh local object store; judge off."""
     import yaml
 
@@ -45,6 +45,8 @@ def settings_yaml(work: Path, corpus: Path) -> Path:
     cfg["storage"]["uri"] = f"file://{work / 'store'}"
     cfg["sources"] = [source_config("synth", corpus)]
     cfg["quality"]["judge"]["enabled"] = False
+    # label shards grow with the corpus as a deployment would set them (2,500 dialogues each, at most 256)
+    cfg["labeling"]["shards"] = min(256, max(2, n // 2500))
     path = work / "dialinsight.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     return path
@@ -203,7 +205,7 @@ def bench(n: int, stages: list[str], root: Path, zh_share: float) -> list[dict[s
     work.mkdir(parents=True, exist_ok=True)
     (work / "corpus").unlink(missing_ok=True)
     (work / "corpus").symlink_to((root / f"corpus-{n}").resolve())
-    settings_yaml(work, work / "corpus")
+    settings_yaml(work, work / "corpus", n)
     rows = []
     for stage in stages:
         row = {"n": n, "corpus_turns": meta["turns"], **child(stage, work)}

@@ -137,6 +137,10 @@ class IngestSettings(_Model):
     dedup_index_buckets: Literal[1, 16, 256] = 16  # folders per kind; a layout choice: fixed once data is indexed
     dedup_batch: int = Field(default=1024, ge=1)  # dialogues per lookup of the published index
     batch_dialogues: int = Field(default=2048, ge=1)  # kept dialogues per row group written (memory holds one batch)
+    # processes that validate, redact and classify ahead of the steps (0 = this machine's cores, max 8), started only
+    # once parallel_after records were read (a small run stays in one process); tasks x workers <= the worker's cores
+    workers: int = Field(default=0, ge=0)
+    parallel_after: int = Field(default=2000, ge=1)
     # ask an LLM (the engine interface) for the scene of dialogues the rules leave at the default
     llm_scene_classifier: bool = False
     llm_classifier_engine: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 64})
@@ -324,6 +328,11 @@ class QualitySettings(_Model):
     amenities: list[str] = Field(default_factory=list)
     # families whose answers speak in the agent's voice: chat boilerplate is legitimate there
     boilerplate_exempt_families: list[str] = Field(default_factory=lambda: ["dialogue_generation"])
+    # processes for the cheap layers, one label shard each (0 = the cores this process may use, at
+    # most 8); used only for runs of at least parallel_min_labels labels in two or more shards.
+    # Mind Airflow's worker concurrency: tasks x workers should not exceed the worker's cores
+    workers: int = Field(default=0, ge=0)
+    parallel_min_labels: int = Field(default=5000, ge=1)
     judge: JudgeSettings = JudgeSettings()
 
     @field_validator("weights", "thresholds")

@@ -57,7 +57,7 @@ def clean_text(text: str) -> str:
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)  # counts bound the caches, sizes do not: whole dialogues pass through here
 def fold(text: str) -> str:
     """NFKC + lower case: "Ｔｏｋｙｏ，３室" and "tokyo,3室" compare equal. Same length class as
     the input for everything but compatibility ligatures; use ``fold_map`` when offsets matter."""
@@ -89,7 +89,7 @@ def segmenter() -> ModuleType:
     return jieba
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _tokens(text: str) -> tuple[str, ...]:
     out: list[str] = []
     for m in _RUN.finditer(fold(text)):
@@ -103,7 +103,7 @@ def _tokens(text: str) -> tuple[str, ...]:
 _REPEATS = re.compile(r"(.)\1{8,}", re.S)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)  # whole dialogues and answers: a bounded window (a dialogue's prompts come together)
 def tagged_words(text: str) -> tuple[tuple[str, str], ...]:
     """(word, part-of-speech) of the Chinese in ``text`` (jieba.posseg: ``n*`` nouns, ``nr`` person
     names, ``v`` verbs...); empty for text without ideographs. Cached like ``tokens``."""
@@ -153,7 +153,7 @@ def tokens(text: str) -> tuple[str, ...]:
     return _tokens(text)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def latin_tokens(text: str) -> tuple[str, ...]:
     """The tokens of ``tokens`` outside runs of ideographs (digit runs, Latin words), without
     segmenting anything: what a check that compares only Latin words needs, at regex cost."""

@@ -11,7 +11,7 @@ The optional LLM scene classifier is its own module (``scene_classifier``). docs
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -36,14 +36,17 @@ from dialinsight_core.ingest.steps import (
     Dedup,
     Quarantine,
     Read,
+    Record,
     Redact,
     Step,
     Validate,
     classify_behaviour,
     dialogue_row,
+    prepared,
     turn_rows,
     validate,
 )
+from dialinsight_core.parallel import available_cores
 
 __all__ = ["STAGE", "IngestResult", "InvalidDialogue", "RawDialogue", "SourceError", "classify_behaviour", "ingest",
            "parse_jsonl_line", "parse_star", "read_source", "validate"]
@@ -79,7 +82,7 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
     read = Read(quarantine, settings, wanted, max_dialogues or settings.ingest.max_dialogues)
     dedup = Dedup(quarantine, settings, published)
     steps = [read, Validate(quarantine, settings), Redact(quarantine, settings), dedup, Classify(quarantine, settings)]
-    stream = iter(read)
+    stream: Iterator[Record] = prepared(read, settings, ingest_workers(settings), settings.ingest.parallel_after)
     for step in steps[1:]:
         stream = step.run(stream)
     collected: dict[str, list[pa.Table]] = {"turns": [], "dialogues": [], "index": []}
@@ -149,6 +152,11 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         stats=stats,
         index=table("index", schemas.DIALOGUE_INDEX),
     )
+
+
+def ingest_workers(settings: Settings) -> int:
+    """Processes that validate, redact and classify ahead of the steps (``ingest.workers``)."""
+    return settings.ingest.workers or available_cores()
 
 
 def _check_conservation(stats: IngestStats, steps: list[Step]) -> None:

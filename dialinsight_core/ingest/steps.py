@@ -27,6 +27,7 @@ from dialinsight_core.contracts import StepStats
 from dialinsight_core.dedup import LSHIndex, MinHasher
 from dialinsight_core.dedup_index import Match, PublishedDialogues
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
+from dialinsight_core.parallel import ordered_map
 from dialinsight_core.pii import Redactor, compile_patterns
 from dialinsight_core.text import clean_text, detect_lang, fold, keyword_count, normalise_text
 
@@ -61,6 +62,8 @@ class Record:
     scene: str = ""
     scene_source: str = ""
     behaviours: list[str] = field(default_factory=list)
+    prepared: bool = False  # validate, redact and classify already ran (in a worker process, ``prepare``)
+    invalid: tuple[str, str] | None = None  # what validation found, when prepared
 
     def head(self) -> dict[str, Any]:
         """What a quarantine row of a record that never became a dialogue shows: a pointer to the
@@ -155,10 +158,13 @@ class Validate(Step):
 
     def process(self, rec: Record) -> None:
         assert isinstance(rec.raw, RawDialogue)
-        try:
-            rec.turns = validate(rec.raw, self.settings)
-        except InvalidDialogue as exc:
-            raise Drop(exc.code, exc.detail, rec.head()) from None
+        if rec.prepared and rec.invalid:
+            raise Drop(*rec.invalid, rec.head())
+        if not rec.prepared:
+            try:
+                rec.turns = validate(rec.raw, self.settings)
+            except InvalidDialogue as exc:
+                raise Drop(exc.code, exc.detail, rec.head()) from None
         rec.dialogue_id = f"{rec.source.name}:{rec.raw.dialogue_id}"
 
 
@@ -204,10 +210,16 @@ class Redact(Step):
     name = "redact"
 
     def process(self, rec: Record) -> None:
-        redact = Redactor(compile_patterns(rec.source.pii_patterns))
-        redact.learn_names([t for _, t, _ in rec.turns] + [e for _, _, m in rec.turns for k in EVENT_KEYS for e in m.get(k, [])])
-        rec.turns = [(role, redact(text), _redact_events(meta, redact)) for role, text, meta in rec.turns]
-        rec.pii_counts = redact.counts
+        if not rec.prepared:
+            redact_record(rec)
+
+
+def redact_record(rec: Record) -> None:
+    """The record's turns (and the system events kept with them) with PII replaced; counts by type."""
+    redact = Redactor(compile_patterns(rec.source.pii_patterns))
+    redact.learn_names([t for _, t, _ in rec.turns] + [e for _, _, m in rec.turns for k in EVENT_KEYS for e in m.get(k, [])])
+    rec.turns = [(role, redact(text), _redact_events(meta, redact)) for role, text, meta in rec.turns]
+    rec.pii_counts = redact.counts
 
 
 def _redact_events(meta: dict[str, Any], redact: Redactor) -> dict[str, Any]:
@@ -290,12 +302,56 @@ class Classify(Step):
     name = "classify"
 
     def process(self, rec: Record) -> None:
-        assert isinstance(rec.raw, RawDialogue)
-        full_text = "\n".join(t for _, t, _ in rec.turns)
-        rec.lang = detect_lang(full_text)
-        rec.scene, rec.scene_source = classify_scene_with_source(full_text, rec.raw.scene_hints, rec.source,
-                                                                 self.settings)
-        rec.behaviours = [classify_behaviour(role, text, self.settings) for role, text, _ in rec.turns]
+        if not rec.prepared:
+            classify_record(rec, self.settings)
+
+
+def classify_record(rec: Record, settings: Settings) -> None:
+    assert isinstance(rec.raw, RawDialogue)
+    full_text = "\n".join(t for _, t, _ in rec.turns)
+    rec.lang = detect_lang(full_text)
+    rec.scene, rec.scene_source = classify_scene_with_source(full_text, rec.raw.scene_hints, rec.source, settings)
+    rec.behaviours = [classify_behaviour(role, text, settings) for role, text, _ in rec.turns]
+
+
+def prepare(rec: Record, settings: Settings) -> Record:
+    """What validate, redact and classify decide about one record, computed ahead (in a worker
+    process): the steps then only replay it, in order, with their own counts and quarantine rows.
+    Classifying a dialogue that dedup then drops is wasted work, never a different result."""
+    if isinstance(rec.raw, RawDialogue):
+        try:
+            rec.turns = validate(rec.raw, settings)
+        except InvalidDialogue as exc:
+            rec.invalid = (exc.code, exc.detail)
+        else:
+            redact_record(rec)
+            classify_record(rec, settings)
+    rec.prepared = True
+    return rec
+
+
+_WORKER_SETTINGS: list[Settings] = []
+
+
+def _init_worker(settings: Settings) -> None:
+    _WORKER_SETTINGS[:] = [settings]
+
+
+def _prepare_in_worker(rec: Record) -> Record:
+    return prepare(rec, _WORKER_SETTINGS[0])
+
+
+def prepared(records: Iterable[Record], settings: Settings, workers: int, after: int) -> Iterator[Record]:
+    """The records, in order; past the first ``after`` (a small run stays in this process) the rest
+    are ``prepare``d by ``workers`` spawned processes (chunks of 16, a bounded window in flight)."""
+    it = iter(records)
+    for i, rec in enumerate(it):
+        yield rec
+        if workers > 1 and i + 1 >= after:
+            break
+    else:
+        return
+    yield from ordered_map(_prepare_in_worker, it, workers, chunk=16, initializer=_init_worker, initargs=(settings,))
 
 
 def classify_scene_with_source(text: str, hints: list[str], source: SourceSettings,

@@ -221,7 +221,7 @@ def _fact_units(text: str) -> set[str]:
         w for w, flag in tagged_words(text) if flag[:1] in ("n", "v") and len(w) >= 2 and _CJK.search(w) and w not in stop}
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _source_units(text: str) -> frozenset[str]:
     """The English units of a source text (the dialogue, the prompt). Its Chinese words need no
     tagging: an answer's Chinese unit is supported wherever its characters stand together in the

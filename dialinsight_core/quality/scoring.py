@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from dialinsight_core import schemas
 from dialinsight_core.config import DIMENSIONS, GROUNDING_DIMENSIONS, JUDGE_DIMENSIONS, RULE_DIMENSIONS, Settings
 from dialinsight_core.contracts import ScoreStats
 from dialinsight_core.llm import Engine
+from dialinsight_core.parallel import available_cores, ordered_map
 from dialinsight_core.quality import grounding, judge, rules
 from dialinsight_core.text import prompt_lang
 
@@ -83,11 +84,13 @@ def score_labels(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instructi
 
 def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructions: pa.Table,
                 output_schemas: dict[str, dict[str, Any]], settings: Settings,
-                judge_engine: Callable[[], Engine] | None, ds: str, sink: Callable[[pa.Table], None]) -> ScoreStats:
+                judge_engine: Callable[[], Engine] | None, ds: str, sink: Callable[[pa.Table], None],
+                workers: int = 1) -> ScoreStats:
     """The cascade over parts of the labels (each with its prompts and its dialogues' turns, e.g.
     one label shard), holding one part in memory at a time.
 
-    The cheap layers run part by part and their rows wait in a local spool file; the judge's
+    The cheap layers run part by part (in ``workers`` processes, a part each, when more than one)
+    and their rows wait in a local spool file; the judge's
     selection is then made over *all* records (its cap and audit sample are the run's, as if
     scored at once); the judge sees the chosen ones; each part is finished and handed to ``sink``.
     """
@@ -99,15 +102,13 @@ def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructio
     n_in = 0
     with tempfile.TemporaryDirectory(prefix="dialinsight-score-") as spool:
         spooled: list[Path] = []
-        for labels, prompts, turns in parts:
-            n_in += labels.num_rows
-            rows = _cheap_layers(labels, prompts, turns, instr_by_id, output_schemas, settings, times)
-            summary += [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"],
-                         "margin": r["_margin"]} for r in rows]
-            path = Path(spool) / f"part-{len(spooled):05d}.parquet"
-            pq.write_table(pa.Table.from_pylist([_spill(r) for r in rows]) if rows else pa.table({}), path)
-            spooled.append(path)
-            del rows
+        for n, part_summary, part_times in _cheap_parts(parts, instr_by_id, output_schemas, settings, Path(spool),
+                                                        workers):
+            n_in += n
+            summary += part_summary
+            spooled.append(Path(spool) / f"part-{len(spooled):05d}.parquet")
+            for k, v in part_times.items():
+                times[k] += v
         t_cheap = time.perf_counter() - t0
 
         # --- judge: only records in doubt + the audit sample, capped (over the whole run) ------------
@@ -146,6 +147,36 @@ def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructio
     if stats["labels_in"] != n_in or n_out != n_in:
         raise AssertionError(f"score stage lost records: {n_in} labels in, {n_out} scored: {stats}")
     return stats
+
+
+def score_workers(settings: Settings, n_labels: int, n_parts: int) -> int:
+    """How many processes the cheap layers get for a run of this size (``quality.workers``)."""
+    q = settings.quality
+    if n_labels < q.parallel_min_labels or n_parts < 2:
+        return 1
+    wanted = q.workers or available_cores()
+    return max(1, min(wanted, n_parts))
+
+
+def _cheap_part(args: tuple[Any, ...]) -> tuple[int, list[dict[str, Any]], dict[str, float]]:
+    """One part's cheap layers, spooled to ``path``: (labels in, the judge's selection inputs, seconds)."""
+    labels, prompts, turns, instr_by_id, output_schemas, settings, path = args
+    times = {"rules": 0.0, "grounding": 0.0}
+    rows = _cheap_layers(labels, prompts, turns, instr_by_id, output_schemas, settings, times)
+    summary = [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"],
+                "margin": r["_margin"]} for r in rows]
+    pq.write_table(pa.Table.from_pylist([_spill(r) for r in rows]) if rows else pa.table({}), path)
+    return labels.num_rows, summary, times
+
+
+def _cheap_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instr_by_id: dict[str, dict[str, Any]],
+                 output_schemas: dict[str, dict[str, Any]], settings: Settings, spool: Path,
+                 workers: int) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, float]]]:
+    """Each part's ``_cheap_part`` result, in part order, over ``workers`` spawned processes (a part
+    each, a bounded window in flight: memory stays bounded)."""
+    jobs = ((labels, prompts, turns, instr_by_id, output_schemas, settings, spool / f"part-{i:05d}.parquet")
+            for i, (labels, prompts, turns) in enumerate(parts))
+    yield from ordered_map(_cheap_part, jobs, workers)
 
 
 def _cheap_layers(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instr_by_id: dict[str, dict[str, Any]],

@@ -51,7 +51,7 @@ from dialinsight_core.prompts import build_prompts, shard_prompts, shard_turns
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import apply_gates, remove_docs
-from dialinsight_core.quality.scoring import score_parts
+from dialinsight_core.quality.scoring import score_parts, score_workers
 from dialinsight_core.runs.context import RunContext, code_version
 
 __all__ = [
@@ -185,8 +185,9 @@ def run_score(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, l
     instructions = ctx.store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
     key = ctx.key("score/scored.parquet")
     with ctx.store.table_writer(key, schemas.SCORED) as writer:  # one shard's rows in memory at a time
+        workers = score_workers(ctx.settings, sum(o["stats"]["labeled"] for o in label_outs), len(label_outs))
         stats = score_parts(_score_inputs(ctx, ingest_out, prompts_out, label_outs), instructions,
-                            load_output_schemas(ctx.settings), ctx.settings, factory, ctx.ds, writer.write_table)
+                            load_output_schemas(ctx.settings), ctx.settings, factory, ctx.ds, writer.write_table, workers)
     ctx.store.write_json(ctx.key("score/stats.json"), stats)
     return {"keys": {"scored": key}, "stats": stats}
 

@@ -463,3 +463,16 @@ def test_extra_speaker_kinds_map_to_drop_or_event(make_settings, tmp_path):
     assert events == ["通话已转接至经纪人[NAME_1]，电话[PHONE_1]"]
     q = {r["reason_code"]: r["reason_detail"] for r in res.quarantined.to_pylist()}
     assert "`drop`" in q["unknown_role"] and "`event`" in q["unknown_role"] and "访客" in q["unknown_role"]
+
+
+@pytest.mark.parametrize("source", ["star_broken", "star_zh_pii"])
+def test_worker_processes_give_the_same_tables_and_quarantine(make_settings, source):
+    """Redaction and classification in spawned workers (what runs past ``ingest.parallel_after``
+    records get) change nothing: same rows, same quarantine rows and reasons, same stats."""
+    src = json.dumps([{"name": "s", "adapter": "star", "uri": str(FIXTURES / source)}])
+    one = ingest(make_settings(DIALINSIGHT__SOURCES=src, DIALINSIGHT__INGEST__WORKERS="1"))
+    two = ingest(make_settings(DIALINSIGHT__SOURCES=src, DIALINSIGHT__INGEST__WORKERS="2",
+                               DIALINSIGHT__INGEST__PARALLEL_AFTER="1"))
+    for name in ("turns", "dialogues", "index", "quarantined"):
+        assert getattr(two, name).equals(getattr(one, name)), name
+    assert two.stats == one.stats and one.stats["files_read"] > 1

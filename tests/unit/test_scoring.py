@@ -169,3 +169,23 @@ def test_scoring_by_shard_equals_scoring_at_once(make_settings):
     assert by_shard.equals(whole.scored.sort_by("prompt_id"))
     assert stats["judge"] == whole.stats["judge"] and stats["audit"] == whole.stats["audit"]
     assert stats["judge"]["judged"] > 0 and len(out) == 3
+
+
+def test_scoring_shards_in_worker_processes_equals_one_process(make_settings):
+    """The cheap layers in a pool of spawned processes (what large runs get) give the same rows."""
+    from dialinsight_core.prompts import shard_prompts, shard_turns
+    from dialinsight_core.quality.scoring import score_parts, score_workers
+
+    s = make_settings()
+    labels, prompts, turns, lib, out_schemas = _batch(s, n=6)
+    shards = shard_prompts(prompts, 2)
+    parts = []
+    for p, t in zip(shards, shard_turns(turns, shards), strict=True):
+        ids = set(p.column("prompt_id").to_pylist())
+        parts.append((labels.filter([i in ids for i in labels.column("prompt_id").to_pylist()]), p, t))
+    one, two = [], []
+    score_parts(parts, lib, out_schemas, s, None, "2026-11-25", one.append, workers=1)
+    score_parts(parts, lib, out_schemas, s, None, "2026-11-25", two.append, workers=2)
+    assert pa.concat_tables(two).equals(pa.concat_tables(one))
+    assert score_workers(s, 100, 4) == 1 and score_workers(s, 10_000, 1) == 1  # small runs and one shard: in process
+    assert score_workers(make_settings(DIALINSIGHT__QUALITY__WORKERS="3"), 10_000, 8) == 3

@@ -55,7 +55,8 @@ def audit(ctx: RunContext) -> dict[str, Any]:
     a, b = _compare("ingest->prompts", kept, prompted + q_prompts, problems)
     lost, dup = lost + a, dup + b
     prompt_ids = prompts.column("prompt_id").to_pylist()
-    shard_keys = [x for x in store.list(k("prompts/shards/")) if x.endswith(".parquet")]
+    shard_keys = [x for x in store.list(k("prompts/shards/"))  # the prompt shards (turns-*.parquet beside them)
+                  if x.rsplit("/", 1)[-1].startswith("shard-") and x.endswith(".parquet")]
     a, b = _compare("prompts->shards", prompt_ids, _ids(store, shard_keys, "prompt_id"), problems)
     lost, dup = lost + a, dup + b
     label_dirs = sorted({x.rsplit("/", 1)[0] for x in store.list(k("label/")) if x.endswith("labels.parquet")})

@@ -142,8 +142,8 @@ def stage_files(stage: str, work: Path) -> tuple[list[Path], list[Path]]:
     store = work / "store"
     run = next(store.glob(f"work/ds={DS}/run={RUN_ID}*"), None)
     assert run is not None, f"no work folder under {store}"
-    pq_in = {
-        "ingest": [],
+    inputs = {
+        "ingest": sorted((work / "corpus").glob("part-*.jsonl")),
         "build_prompts": [run / "ingest" / "dialogues.parquet", run / "ingest" / "turns.parquet"],
         "label": sorted((run / "prompts" / "shards").glob("*.parquet")),
         "score": [*sorted(run.glob("label/*/labels.parquet")), run / "prompts" / "prompts.parquet",
@@ -158,9 +158,7 @@ def stage_files(stage: str, work: Path) -> tuple[list[Path], list[Path]]:
         outs = sorted(p for p in snap.rglob("*.parquet"))
     else:
         outs = sorted((run / folder).rglob("*.parquet"))
-    if stage == "ingest":
-        pq_in = sorted((work / "corpus").glob("part-*.jsonl"))
-    return pq_in, outs
+    return inputs, outs
 
 
 def floor(stage: str, work: Path) -> dict[str, Any]:

@@ -93,16 +93,20 @@ class DedupIndex:
         width = 2 if self.buckets == 256 else 1
         return f"{self.prefix}/{kind}/b={bucket:0{width}x}"
 
-    def _read(self, kind: str, bucket: int, schema: pa.Schema) -> list[pa.Table]:
-        tables = []
+    def _segments(self, kind: str, bucket: int, schema: pa.Schema) -> dict[str, pa.Table]:
+        """The bucket's segments of one kind, by key."""
+        out = {}
         for key in self.store.list(self._folder(kind, bucket) + "/"):
             if key.endswith(".parquet"):
                 try:
-                    tables.append(self.store.read_table(key, schema))
+                    out[key] = self.store.read_table(key, schema)
                 except FileNotFoundError:  # compacted away since the listing: its rows are in the new segment
                     continue
                 self.files_read += 1
-        return tables
+        return out
+
+    def _read(self, kind: str, bucket: int, schema: pa.Schema) -> list[pa.Table]:
+        return list(self._segments(kind, bucket, schema).values())
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, snapshot_id: str, dialogue_ids: list[str], content_hashes: list[str], sigs: np.ndarray) -> int:
@@ -135,17 +139,19 @@ class DedupIndex:
         ``live``, when given). Returns the segments folded away."""
         folded = 0
         for b in range(self.buckets):
-            sig_tables = self._read("sigs", b, SIGS)
+            sig_segments = self._segments("sigs", b, SIGS)
             dead = None
-            if live is not None and sig_tables:
-                sigs = pa.concat_tables(sig_tables)
+            if live is not None and sig_segments:
+                sigs = pa.concat_tables(sig_segments.values())
                 dead = pc.invert(pc.is_in(sigs.column("snapshot_id"), value_set=pa.array(sorted(live), pa.string())))
                 dead = sigs.filter(dead).column("ref")
             for kind, schema, key in (("bands", BANDS, "band_key"), ("hashes", HASHES, "content_hash"), ("sigs", SIGS, "ref")):
-                keys = [k for k in self.store.list(self._folder(kind, b) + "/") if k.endswith(".parquet")]
+                keys = list(sig_segments) if kind == "sigs" else \
+                    [k for k in self.store.list(self._folder(kind, b) + "/") if k.endswith(".parquet")]
                 if len(keys) <= 1 and dead is None:
                     continue
-                tables = [self.store.read_table(k, schema) for k in keys]
+                # the signatures were read above; the other kinds only when there is something to fold
+                tables = list(sig_segments.values()) if kind == "sigs" else [self.store.read_table(k, schema) for k in keys]
                 merged = pa.concat_tables(tables) if tables else schema.empty_table()
                 if dead is not None and len(dead):
                     merged = merged.filter(pc.invert(pc.is_in(merged.column("ref"), value_set=dead)))
@@ -299,8 +305,6 @@ class PublishedDialogues:
 
     def __init__(self, index: DedupIndex, allowed: set[str]):
         self.index, self.allowed = index, allowed
-        self.lookups = 0
 
     def lookup(self, content_hashes: list[str], sigs: np.ndarray) -> list[Match | None]:
-        self.lookups += len(content_hashes)
         return self.index.lookup(content_hashes, sigs, self.allowed)

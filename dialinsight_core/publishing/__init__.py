@@ -176,22 +176,6 @@ def published_dialogues(store: ObjectStore, exclude_ds: str, threshold: float, b
     return PublishedDialogues(dedup_index.DedupIndex(store, threshold, buckets=buckets), allowed)
 
 
-def published_index(store: ObjectStore, exclude_ds: str) -> pa.Table:
-    """Dialogue index of every committed snapshot of an *earlier or later* logical date.
-
-    Snapshots of ``exclude_ds`` (the run's own date) are left out, so a rerun of the same date
-    rebuilds the same result (idempotency) instead of finding its own dialogues as duplicates.
-    """
-    own = f"snapshots/ds={exclude_ds}/"
-    tables = []
-    for key in store.list("snapshots/"):
-        if key.endswith("/dialogues/index.parquet") and not key.startswith(own):
-            snap = key.removesuffix("/dialogues/index.parquet")
-            if store.exists(f"{snap}/manifest.json"):  # committed snapshots only
-                tables.append(store.read_table(key, schemas.DIALOGUE_INDEX))
-    return pa.concat_tables(tables) if tables else schemas.table(schemas.DIALOGUE_INDEX, [])
-
-
 def ids_digest(accepted: pa.Table) -> str:
     """The snapshot's identity by content: a hash of its sorted record ids."""
     ids = sorted(accepted.column("prompt_id").to_pylist())

@@ -103,7 +103,7 @@ def run_ingest(ctx: RunContext) -> IngestOut:
     published = publishing.published_dialogues(ctx.store, ctx.ds, cfg.near_dup_threshold, cfg.dedup_index_buckets) \
         if cfg.dedup_against_published else None
     max_dialogues, sources = int(ctx.params.get("max_dialogues") or 0), ctx.params.get("sources") or None
-    if ctx.settings.ingest.llm_scene_classifier:  # the classifier revisits the whole tables: collected in memory
+    if cfg.llm_scene_classifier:  # the classifier revisits the whole tables: collected in memory
         res = ingest(ctx.settings, max_dialogues=max_dialogues, sources=sources, published=published)
         if "default" in res.stats.get("scene_sources", {}):
             engine = make_engine(ctx.settings.with_engine(ctx.settings.ingest.llm_classifier_engine))

@@ -112,16 +112,17 @@ def latest_state(store: ObjectStore) -> dict[str, Any]:
 
 def uncommitted_visible(store: ObjectStore) -> list[str]:
     """Snapshot prefixes a reader could take for a snapshot without a manifest: ``latest.json``
-    pointing at one, or ``published_index`` including one (both must be empty)."""
-    from dialinsight_core import publishing
+    pointing at one, or the dedup index (what the next run's dedup reads) holding rows of one: it
+    is written only after a commit (both must be empty)."""
+    from dialinsight_core import dedup_index, publishing
 
     bad = []
     latest, _ = store.read_pointer(LATEST_KEY)
     if latest is not None and not store.exists(latest["manifest"]):
         bad.append(f"latest.json -> {latest['manifest']}")
     committed = {s["snapshot_id"] for s in publishing.committed_snapshots(store)}
-    index = publishing.published_index(store, exclude_ds="none")
-    stray = set(index.column("snapshot_id").to_pylist()) - committed if index.num_rows else set()
-    bad += [f"published_index includes {s}" for s in sorted(stray)]
+    indexed = {sid for key in store.list(f"{dedup_index.PREFIX}/sigs/") if key.endswith(".parquet")
+               for sid in store.read_table(key, dedup_index.SIGS).column("snapshot_id").to_pylist()}
+    bad += [f"the dedup index holds rows of {s}" for s in sorted(indexed - committed)]
     return bad
 

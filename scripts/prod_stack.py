@@ -9,9 +9,10 @@ What runs, each in its own process group, on free loopback ports:
 - PostgreSQL 15 (the machine image's) as the metadata DB: a private cluster in a temporary folder
   (``initdb`` + ``pg_ctl``, as the ``postgres`` user when run as root), ``postgresql+psycopg://``;
 - Redis (Debian's ``redis-server``, installed by ``make prod-deps``) as the Celery broker;
-- an S3-protocol server (``moto_server``: no MinIO binary exists for this machine, STACK.md) with a
-  bucket; the platform reaches it through the Airflow connection ``aws_default`` (key, secret and
-  ``endpoint_url`` extra), never through AWS_* variables of the components;
+- an S3-protocol server (moto with atomic conditional writes, ``scripts/s3_server.py``; no MinIO
+  binary exists for this machine, STACK.md) with a bucket; the platform reaches it through the
+  Airflow connection ``aws_default`` (key, secret and ``endpoint_url`` extra), never through
+  AWS_* variables of the components;
 - Airflow 3: api-server, scheduler, dag-processor, triggerer, and two Celery workers: ``default``
   and ``gpu``. Label tasks are routed to ``gpu`` (``DIALINSIGHT__AIRFLOW__LABEL_QUEUE=gpu``), as in
   docker-compose.yml.
@@ -126,7 +127,8 @@ def up(timeout: float = 240) -> dict[str, Any]:
     extra: list[tuple[str, list[str], dict[str, str]]] = [
         ("redis", [redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                    "--dir", str(la.home())], {}),
-        ("s3", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], {}),
+        ("s3", [sys.executable, str(Path(__file__).with_name("s3_server.py")), "-H", "127.0.0.1", "-p", str(s3_port)],
+         {}),
     ]
     for name, queue in WORKERS.items():
         extra.append((name, [la.airflow_bin(), "celery", "worker", "--queues", queue, "--celery-hostname",

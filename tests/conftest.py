@@ -76,12 +76,10 @@ def fake_openai():
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """A real S3-protocol server (moto) on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    from scripts.s3_server import S3Server  # conditional writes atomic, as on S3 (see its docstring)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server = S3Server("127.0.0.1", 0).start()
+    yield server.url
     server.stop()
 
 

@@ -377,6 +377,9 @@ class GateSettings(_Model):
     collapse: CollapseSettings = CollapseSettings()
     row_count: RowCountSettings = RowCountSettings()
     suite_version: str = "2"
+    # the row gate validates the scored table in parts of this many rows (memory holds one part);
+    # the batch suites always see every row
+    batch_rows: int = Field(default=50_000, ge=1)
     data_docs: bool = True  # render GX Data Docs (HTML) beside each snapshot
 
     @field_validator("min_mean")

@@ -84,23 +84,37 @@ def _loads(text: str, m: re.Match[str]) -> bool:
     return m.group(0).startswith("src") or tag.startswith("<link")
 
 
-def label_row_gate(site: Path, suite: str, rejected_rows: int) -> None:
-    """On the row gate's validation pages and index entry, 'Failed' becomes what it means."""
-    label = f"{rejected_rows} rows rejected by these expectations"
-    icon = f'<i class="fas fa-filter text-warning" aria-hidden="true"></i> {label}'
-    for page in (site / "validations" / suite).rglob("*.html"):
+def label_row_gate(site: Path, suite: str, rejected_rows: int | dict[str, int]) -> None:
+    """On the row gate's validation pages and index entries, 'Failed' becomes what it means.
+
+    ``rejected_rows``: one count for every page, or a count per GX run name (the row gate runs once
+    per part of the scored table; each page says what its own part rejected)."""
+    def label(run: str) -> str | None:
+        n = rejected_rows if isinstance(rejected_rows, int) else rejected_rows.get(run)
+        return f"{n} rows rejected by these expectations" if n else None
+
+    base = site / "validations" / suite
+    for page in base.rglob("*.html"):
+        text_label = label(page.relative_to(base).parts[0])
+        if text_label is None:
+            continue
+        icon = f'<i class="fas fa-filter text-warning" aria-hidden="true"></i> {text_label}'
         text = page.read_text(encoding="utf-8")
         page.write_text(text.replace(_FAILED_ICON, icon), encoding="utf-8")
     index = site / "index.html"
     if not index.exists():
         return
     text = index.read_text(encoding="utf-8")
+    link = re.compile(rf"'_table_row_link_path': 'validations/{re.escape(suite)}/([^/']+)/")
+
     # each validation is one {...} entry of the index table's data; change the row gate's alone
     def relabel(m: re.Match[str]) -> str:
         entry = m.group(0)
-        if f"'_table_row_link_path': 'validations/{suite}/" not in entry:
+        found = link.search(entry)
+        text_label = label(found.group(1)) if found else None
+        if text_label is None:
             return entry
         entry = entry.replace("fas fa-times text-danger ge-failed-icon", "fas fa-filter text-warning")
-        return entry.replace("'_validation_success_text': 'Failed'", f"'_validation_success_text': '{label}'")
+        return entry.replace("'_validation_success_text': 'Failed'", f"'_validation_success_text': '{text_label}'")
     index.write_text(re.sub(r"\{'validation_success':.*?'asset_name': '[^']*'\}", relabel, text, flags=re.DOTALL),
                      encoding="utf-8")

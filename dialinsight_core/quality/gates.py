@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ def row_expectations(settings: Settings) -> list[Expectation]:
     return exps
 
 
-def batch_expectations(settings: Settings, df: pd.DataFrame) -> tuple[list[Expectation], list[dict[str, str]]]:
-    """The batch suite over all scored records (with an ``accepted`` column), and skipped checks."""
+def batch_expectations(settings: Settings, non_null: Mapping[str, int]) -> tuple[list[Expectation], list[dict[str, str]]]:
+    """The batch suite over all scored records (with an ``accepted`` column), and skipped checks;
+    ``non_null``: each column's count of values over the run."""
     g = settings.gates
     exps: list[Expectation] = [
         ("accept_rate_below_min", "ExpectColumnMeanToBeBetween", {"column": "accepted", "min_value": g.min_accept_rate}),
@@ -87,15 +89,15 @@ def batch_expectations(settings: Settings, df: pd.DataFrame) -> tuple[list[Expec
     skipped: list[dict[str, str]] = []
     for dim, minimum in g.min_mean.items():
         col = dim if dim == "overall_score" else f"q_{dim}"
-        if df[col].notna().any():
+        if non_null.get(col, 0):
             exps.append((f"mean_{dim}_below_min", "ExpectColumnMeanToBeBetween", {"column": col, "min_value": minimum}))
         else:
             skipped.append({"check": f"mean_{dim}", "why": "no record has this score"})
-    if df["judge_failed"].notna().any():
+    if non_null.get("judge_failed", 0):
         exps.append(("judge_failure_rate_above_max", "ExpectColumnMeanToBeBetween",
                      {"column": "judge_failed", "max_value": g.max_judge_failure_rate}))
     for col in g.collapse.columns:
-        n = int(df[col].notna().sum()) if col in df else 0
+        n = int(non_null.get(col, 0))
         if n >= g.collapse.min_rows:
             exps.append((f"score_collapse_{col}", "ExpectColumnStdevToBeBetween",
                          {"column": col, "min_value": g.collapse.min_stdev}))
@@ -177,10 +179,10 @@ class _Suites:
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.docs_dir)},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
         self.source = self.ctx.data_sources.add_pandas("dialinsight")
+        self._checkpoints: dict[str, Any] = {}
 
-    def run(self, name: str, df: pd.DataFrame, exps: list[Expectation]) -> Any:
+    def checkpoint(self, name: str, batch_def: Any, exps: list[Expectation]) -> Any:
         gx = self.gx
-        batch_def = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}_all")
         suite = self.ctx.suites.add(gx.ExpectationSuite(name=name, meta={"suite_version": self.version,
                                                                           "suite_hash": suite_hash(exps)}))
         for reason, cls, kwargs in exps:
@@ -188,12 +190,31 @@ class _Suites:
         vd = self.ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def,
                                                                          suite=suite))
         actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if self.docs_dir else []
-        cp = self.ctx.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd],
-                                                    actions=actions, result_format={"result_format": "COMPLETE"}))
+        return self.ctx.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd],
+                                                      actions=actions, result_format={"result_format": "COMPLETE"}))
+
+    def run_name_for(self, part: int | None) -> str | None:
+        """GX's run name (a Data Docs folder): the snapshot id, and the part of the row gate."""
+        name = self.run_name.replace("/", "_").replace("\\", "_") if self.run_name else None  # GX store keys
+        if part is None:
+            return name
+        return f"{name}_part-{part:05d}" if name else f"part-{part:05d}"
+
+    def run_frame(self, name: str, df: pd.DataFrame, exps: list[Expectation], part: int | None = None) -> Any:
+        """Validate an in-memory frame; a suite run again (the row gate's next part) reuses its checkpoint."""
+        if name not in self._checkpoints:
+            batch_def = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}_all")
+            self._checkpoints[name] = self.checkpoint(name, batch_def, exps)
+        return self._run(self._checkpoints[name], part, batch_parameters={"dataframe": df})
+
+    def run_sql(self, name: str, batch_def: Any, exps: list[Expectation]) -> Any:
+        """Validate a table of the run's SQLite database: GX computes the metrics in SQL, over every row."""
+        return self._run(self.checkpoint(name, batch_def, exps), None)
+
+    def _run(self, cp: Any, part: int | None, **kw: Any) -> Any:
         from great_expectations.core.run_identifier import RunIdentifier
 
-        run_name = self.run_name.replace("/", "_").replace("\\", "_") if self.run_name else None  # GX store keys
-        res = cp.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+        res = cp.run(run_id=RunIdentifier(run_name=self.run_name_for(part)), **kw)
         return next(iter(res.run_results.values()))
 
 
@@ -205,70 +226,176 @@ def _kwargs(r: Any) -> dict[str, Any]:
     return {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _RunTable:
+    """The columns the batch suites read, one row per scored record, in a SQLite file: memory holds
+    one part at a time, and GX computes each mean, sum and standard deviation over all rows in SQL
+    (a mean over the run, not a mean of the parts' means)."""
+
+    def __init__(self, folder: Path, columns: list[str]):
+        import sqlite3
+
+        self.path = folder / "gate.sqlite"
+        self.columns = ["accepted", "judge_failed", "task_family", *columns]
+        self.con = sqlite3.connect(self.path)
+        cols = ", ".join(f"{_ident(c)} {'TEXT' if c == 'task_family' else 'REAL'}" for c in self.columns)
+        self.con.execute(f"CREATE TABLE scored ({cols})")
+        self.non_null: Counter[str] = Counter()
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch, accepted: list[int]) -> None:
+        import pyarrow.compute as pc
+
+        status = batch.column("judge_status")
+        judge_failed = pc.if_else(pc.equal(status, "ok"), 0.0, 1.0)  # null status (not judged): null
+        values = {"accepted": pa.array(accepted, pa.float64()), "judge_failed": judge_failed,
+                  "task_family": batch.column("task_family")}
+        arrays = [values[c] if c in values else batch.column(c) for c in self.columns]
+        for c, arr in zip(self.columns, arrays, strict=True):
+            self.non_null[c] += len(arr) - arr.null_count
+        marks = ", ".join("?" * len(self.columns))
+        self.con.executemany(f"INSERT INTO scored VALUES ({marks})", zip(*(a.to_pylist() for a in arrays), strict=True))
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self.con.commit()
+        self.con.close()
+
+
+def batch_columns(settings: Settings, names: list[str]) -> list[str]:
+    """Score columns the batch suites read (those the scored table has)."""
+    g = settings.gates
+    cols = ["overall_score", *(d if d == "overall_score" else f"q_{d}" for d in g.min_mean), *g.collapse.columns]
+    return [c for c in dict.fromkeys(cols) if c in names]
+
+
 def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None = None,
                 dialogues_read: int | None = None, params: dict[str, Any] | None = None,
                 run_name: str | None = None) -> GateResult:
-    """Row gate, then both batch suites; ``run_name`` labels the Data Docs pages (the snapshot id)."""
+    """``gate_parts`` over an in-memory table, its accepted and rejected rows collected."""
+    accepted: list[pa.Table] = []
+    rejected: list[pa.Table] = []
+    res = gate_parts(scored.to_batches(max_chunksize=settings.gates.batch_rows), scored.schema, settings,
+                     accepted.append, rejected.append, baseline=baseline, dialogues_read=dialogues_read, params=params,
+                     run_name=run_name)
+    res.accepted = pa.concat_tables(accepted) if accepted else scored.schema.empty_table()
+    res.rejected = pa.concat_tables(rejected) if rejected else schemas.table(schemas.REJECTED, [])
+    return res
+
+
+def gate_parts(parts: Iterable[pa.RecordBatch], schema: pa.Schema, settings: Settings,
+               write_accepted: Callable[[pa.Table], None], write_rejected: Callable[[pa.Table], None], *,
+               write_evidence: Callable[[str, Any], None] | None = None, baseline: Baseline | None = None,
+               dialogues_read: int | None = None, params: dict[str, Any] | None = None,
+               run_name: str | None = None) -> GateResult:
+    """Row gate part by part (``gates.batch_rows`` rows each), then both batch suites over the whole
+    run; ``run_name`` labels the Data Docs pages (the snapshot id).
+
+    Each part's accepted and rejected rows go to the writers as they are decided, and its full GX
+    result to ``write_evidence`` (``row_gate/part-NNNNN``); memory holds one part. The batch suites
+    read the run's SQLite table (``_RunTable``), so their figures are the run's own."""
     g = settings.gates
     suites = _Suites(g.suite_version, g.data_docs, run_name)
-    df = scored.to_pandas()
-    df.index = pd.RangeIndex(len(df))
-    results: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="dialinsight-gate-"))
+    try:
+        return _gate(parts, schema, settings, suites, tmp, write_accepted, write_rejected, write_evidence,
+                     baseline, dialogues_read, params)
+    except BaseException:
+        if suites.docs_dir is not None:
+            shutil.rmtree(suites.docs_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    # --- row gate -------------------------------------------------------------------------------
-    reasons: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+
+def _gate(parts: Iterable[pa.RecordBatch], schema: pa.Schema, settings: Settings, suites: _Suites, tmp: Path,
+          write_accepted: Callable[[pa.Table], None], write_rejected: Callable[[pa.Table], None],
+          write_evidence: Callable[[str, Any], None] | None, baseline: Baseline | None, dialogues_read: int | None,
+          params: dict[str, Any] | None) -> GateResult:
+    g = settings.gates
+    results: dict[str, Any] = {}
     row_exps = row_expectations(settings)
-    if len(df):
-        row_res = suites.run("row_gate", df, row_exps)
-        results["row_gate"] = _jsonable(row_res.to_json_dict())
+    row_cols = list(dict.fromkeys(kw["column"] for _, _, kw in row_exps))
+    table = _RunTable(tmp, batch_columns(settings, schema.names))
+    row_agg = _RowGateTotals(row_exps)
+    by_reason: Counter[str] = Counter()
+    by_family: Counter[str] = Counter()
+    n_rejected = 0
+    rejected_by_run: dict[str, int] = {}
+    for part, batch in enumerate(b for b in parts if b.num_rows):
+        df = pa.Table.from_batches([batch]).select(row_cols).to_pandas()
+        row_res = suites.run_frame("row_gate", df, row_exps, part)
+        part_json = _jsonable(row_res.to_json_dict())
+        row_agg.add(part, batch.num_rows, row_res)
+        reasons: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         for r in row_res.results:
             reason = r.expectation_config.meta["reason_code"]
             for idx in r.result.get("unexpected_index_list") or []:
                 reasons.setdefault(int(idx), []).append((reason, {"expectation": r.expectation_config.type, **_kwargs(r)}))
-        summary["row_gate"] = {"success": bool(row_res.success)}
+        if write_evidence is not None:
+            write_evidence(f"row_gate/part-{part:05d}", part_json)
+        del part_json
+        rejected_idx = sorted(reasons)
+        rejected_rows = []
+        for i, row in zip(rejected_idx, batch.take(pa.array(rejected_idx, pa.int64())).to_pylist(), strict=True):
+            why = reasons[i]
+            findings = json.loads(row.get("quality_findings") or "{}")
+            detail = []
+            for code, exp in why:
+                col = exp.get("column")
+                item = {"reason_code": code, **exp, "observed": row.get(col) if col else None}
+                dim = col.removeprefix("q_") if col else None
+                if dim in findings:
+                    item["evidence"] = findings[dim]
+                detail.append(item)
+            row.update(stage=STAGE, reason_code=",".join(code for code, _ in why),
+                       reason_detail=json.dumps(detail, ensure_ascii=False, default=str))
+            rejected_rows.append(row)
+            by_reason.update(code for code, _ in why)
+        accepted_flags = [0 if i in reasons else 1 for i in range(batch.num_rows)]
+        accepted = pa.Table.from_batches([batch]).filter(pa.array([bool(f) for f in accepted_flags]))
+        by_family.update(accepted.column("task_family").to_pylist())
+        write_accepted(accepted)
+        if rejected_rows:
+            write_rejected(schemas.table(schemas.REJECTED, rejected_rows))
+        n_rejected += len(rejected_rows)
+        run = suites.run_name_for(part)
+        if run is not None:
+            rejected_by_run[run] = len(rejected_rows)
+        table.add(batch, accepted_flags)
+    table.close()
+    scored_in = table.rows
+    n_accepted = scored_in - n_rejected
+    summary: dict[str, Any] = {}
+    if scored_in:
+        results["row_gate"] = row_agg.json()
     else:
-        results["row_gate"] = {"success": True, "results": [], "note": "no scored records"}
-        summary["row_gate"] = {"success": True}
-    summary["row_gate"].update(version=g.suite_version, hash=suite_hash(row_exps), expectations=len(row_exps))
-    rows = scored.to_pylist()
-    rejected_rows = []
-    for i, why in sorted(reasons.items()):
-        row = dict(rows[i])
-        findings = json.loads(row.get("quality_findings") or "{}")
-        detail = []
-        for code, exp in why:
-            col = exp.get("column")
-            item = {"reason_code": code, **exp, "observed": row.get(col) if col else None}
-            dim = col.removeprefix("q_") if col else None
-            if dim in findings:
-                item["evidence"] = findings[dim]
-            detail.append(item)
-        row.update(stage=STAGE, reason_code=",".join(code for code, _ in why),
-                   reason_detail=json.dumps(detail, ensure_ascii=False, default=str))
-        rejected_rows.append(row)
-    accepted_idx = [i for i in range(len(rows)) if i not in reasons]
-    accepted = scored.take(pa.array(accepted_idx, type=pa.int64()))
+        results["row_gate"] = {"success": True, "results": [], "parts": [], "note": "no scored records"}
+    summary["row_gate"] = {"success": bool(results["row_gate"]["success"]), "version": g.suite_version,
+                           "hash": suite_hash(row_exps), "expectations": len(row_exps),
+                           "parts": len(results["row_gate"]["parts"])}
 
-    # --- batch gate (all scored records) ------------------------------------------------------------
-    df["accepted"] = [0 if i in reasons else 1 for i in range(len(df))]
-    df["judge_failed"] = [None if pd.isna(s) else float(s != "ok") for s in df["judge_status"]] if len(df) else []
-    df["judge_failed"] = df["judge_failed"].astype("float64")
-    batch_exps, skipped = batch_expectations(settings, df)
-    batch_res = suites.run("batch_gate", df, batch_exps)
+    # --- the batch suites, over the run's SQLite table -------------------------------------------------
+    source = suites.ctx.data_sources.add_sqlite("dialinsight_run", connection_string=f"sqlite:///{table.path}")
+    batch_exps, skipped = batch_expectations(settings, table.non_null)
+    batch_res = suites.run_sql("batch_gate", source.add_table_asset("scored", table_name="scored")
+                               .add_batch_definition_whole_table("scored_all"), batch_exps)
     results["batch_gate"] = {**_jsonable(batch_res.to_json_dict()), "skipped": skipped}
     summary["batch_gate"] = {"success": bool(batch_res.success), "version": g.suite_version,
                              "hash": suite_hash(batch_exps), "expectations": len(batch_exps), "skipped": skipped}
 
-    # --- batch gate (accepted records) --------------------------------------------------------------
-    acc_df = df.loc[df["accepted"] == 1].reset_index(drop=True)
-    for fam in settings.task_families:
-        acc_df[f"is_{fam}"] = (acc_df["task_family"] == fam).astype("float64")
-    acc_exps, acc_skipped = accepted_expectations(settings, len(acc_df), baseline, dialogues_read, params)
+    acc_exps, acc_skipped = accepted_expectations(settings, n_accepted, baseline, dialogues_read, params)
     failed = _failures(batch_res)
     acc_success = True
     if acc_exps:
-        acc_res = suites.run("batch_accepted_gate", acc_df, acc_exps)
+        is_fam = ", ".join(f"CASE WHEN task_family = '{fam.replace(chr(39), chr(39) * 2)}' THEN 1.0 ELSE 0.0 END AS "
+                           f"{_ident(f'is_{fam}')}" for fam in settings.task_families)
+        query = f"SELECT *{', ' + is_fam if is_fam else ''} FROM scored WHERE accepted = 1"
+        acc_res = suites.run_sql("batch_accepted_gate", source.add_query_asset("accepted", query=query)
+                                 .add_batch_definition_whole_table("accepted_all"), acc_exps)
         acc_success = bool(acc_res.success)
         results["batch_accepted_gate"] = {**_jsonable(acc_res.to_json_dict()), "skipped": acc_skipped}
         failed += _failures(acc_res)
@@ -280,25 +407,57 @@ def apply_gates(scored: pa.Table, settings: Settings, baseline: Baseline | None 
     batch_success = bool(batch_res.success) and acc_success
 
     stats: GateStats = {
-        "scored_in": len(rows),
-        "accepted": len(accepted_idx),
-        "rejected": len(rejected_rows),
-        "accept_rate": round(len(accepted_idx) / len(rows), 4) if rows else 0.0,
-        "rejected_by_reason": dict(Counter(c for why in reasons.values() for c, _ in why)),
-        "accepted_by_family": dict(Counter(acc_df["task_family"])) if len(acc_df) else {},
+        "scored_in": scored_in,
+        "accepted": n_accepted,
+        "rejected": n_rejected,
+        "accept_rate": round(n_accepted / scored_in, 4) if scored_in else 0.0,
+        "rejected_by_reason": dict(by_reason),
+        "accepted_by_family": dict(by_family),
         "batch_gate_success": batch_success,
         "skipped_checks": skipped + acc_skipped,
     }
-    if stats["scored_in"] != stats["accepted"] + stats["rejected"]:
+    if stats["accepted"] != sum(by_family.values()):
         raise AssertionError(f"gate lost records: {stats}")
     if suites.docs_dir is not None:  # pages that read offline; the row gate's "Failed" says what it is
         left = make_offline(suites.docs_dir)
         if left:  # a GX upgrade added an asset: the pages still work online (tests/unit/test_gates.py catches it)
             log.warning("Data Docs still load %d asset(s) from the network: %s", len(left), left)
-        if rejected_rows:
-            label_row_gate(suites.docs_dir, "row_gate", len(rejected_rows))
-    return GateResult(accepted, schemas.table(schemas.REJECTED, rejected_rows), results, batch_success, failed, stats,
+        if n_rejected:
+            label_row_gate(suites.docs_dir, "row_gate", rejected_by_run or n_rejected)
+    empty = schema.empty_table()
+    return GateResult(empty, schemas.table(schemas.REJECTED, []), results, batch_success, failed, stats,
                       summary, suites.docs_dir)
+
+
+class _RowGateTotals:
+    """The row gate's result over all parts: per expectation, the parts' counts added up."""
+
+    def __init__(self, exps: list[Expectation]):
+        self.exps = exps
+        self.parts: list[dict[str, Any]] = []
+        self.counts = [Counter() for _ in exps]
+        self.success = True
+
+    def add(self, part: int, rows: int, res: Any) -> None:
+        self.success &= bool(res.success)
+        rejected = set()
+        for i, r in enumerate(res.results):
+            for key in ("element_count", "unexpected_count", "missing_count"):
+                self.counts[i][key] += int(r.result.get(key) or 0)
+            rejected.update(r.result.get("unexpected_index_list") or [])
+        self.parts.append({"part": part, "rows": rows, "rejected": len(rejected), "success": bool(res.success),
+                           "evidence": f"row_gate/part-{part:05d}.json"})
+
+    def json(self) -> dict[str, Any]:
+        results = []
+        for (reason, cls, kwargs), c in zip(self.exps, self.counts, strict=True):
+            n = c["element_count"]
+            results.append({"expectation_config": {"type": cls, "kwargs": kwargs, "meta": {"reason_code": reason}},
+                            "success": c["unexpected_count"] == 0,
+                            "result": {**c, "unexpected_percent": round(100 * c["unexpected_count"] / n, 4) if n else 0.0}})
+        return {"success": self.success, "statistics": {"rows": sum(p["rows"] for p in self.parts),
+                                                          "rejected_rows": sum(p["rejected"] for p in self.parts)},
+                "results": results, "parts": self.parts}
 
 
 def _failures(res: Any) -> list[str]:

@@ -50,7 +50,7 @@ from dialinsight_core.notify import strip_url_credentials
 from dialinsight_core.prompts import build_prompts, shard_prompts, shard_turns
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
-from dialinsight_core.quality.gates import apply_gates, remove_docs
+from dialinsight_core.quality.gates import gate_parts, remove_docs
 from dialinsight_core.quality.scoring import score_parts, score_workers
 from dialinsight_core.runs.context import RunContext, code_version
 
@@ -225,19 +225,25 @@ def previous_baseline(ctx: RunContext) -> Baseline | None:
 def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None = None) -> GateOut:
     """GX row + batch suites; evidence (JSON and Data Docs HTML) is written even when the batch fails."""
     dialogues_read = ingest_out["stats"]["files_read"] if ingest_out else None
-    res = apply_gates(ctx.store.read_table(score_out["keys"]["scored"], schemas.SCORED), ctx.settings,
-                      previous_baseline(ctx), dialogues_read, ctx.params, run_name=ctx.paths.snapshot_id)
     # one folder per attempt: a retried gate never mixes its evidence with an earlier attempt's
     gx_prefix = ctx.key(f"gate/gx/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+    store, rows = ctx.store, ctx.settings.gates.batch_rows
+    with store.table_writer(ctx.key("gate/accepted.parquet"), schemas.SCORED) as acc, \
+            store.table_writer(ctx.key("gate/rejected.parquet"), schemas.REJECTED) as rej:
+        res = gate_parts(store.iter_batches(score_out["keys"]["scored"], rows, schemas.SCORED), schemas.SCORED,
+                         ctx.settings, acc.write_table, rej.write_table,
+                         write_evidence=lambda name, result: store.write_json(f"{gx_prefix}/{name}.json", result),
+                         baseline=previous_baseline(ctx), dialogues_read=dialogues_read, params=ctx.params,
+                         run_name=ctx.paths.snapshot_id)
     try:
         for name, result in res.results.items():
-            ctx.store.write_json(f"{gx_prefix}/{name}.json", result)
+            store.write_json(f"{gx_prefix}/{name}.json", result)
         docs_index = None
         if res.data_docs_dir is not None:
             for path in sorted(res.data_docs_dir.rglob("*")):
                 rel = path.relative_to(res.data_docs_dir).as_posix()
                 if path.is_file() and not rel.startswith("static/fonts/"):  # fonts: 3/4 of the size, CSS falls back
-                    ctx.store.write_bytes(f"{gx_prefix}/data_docs/{rel}", path.read_bytes())
+                    store.write_bytes(f"{gx_prefix}/data_docs/{rel}", path.read_bytes())
             docs_index = f"{gx_prefix}/data_docs/index.html"
     finally:
         remove_docs(res)
@@ -246,8 +252,10 @@ def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None 
                             "data_docs": "gx/data_docs/index.html" if docs_index else None}
     ctx.store.write_json(f"{gx_prefix}/summary.json", summary)
     stats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
-    keys = ctx.write_stage("gate", {"accepted": res.accepted, "rejected": res.rejected}, stats)
-    out: GateOut = {"keys": {**cast(GateKeys, keys), "gx": gx_prefix}, "stats": stats, "gx": summary}
+    store.write_json(ctx.key("gate/stats.json"), stats)
+    keys: GateKeys = {"accepted": ctx.key("gate/accepted.parquet"), "rejected": ctx.key("gate/rejected.parquet"),
+                      "gx": gx_prefix}
+    out: GateOut = {"keys": keys, "stats": stats, "gx": summary}
     if not res.batch_success:
         raise BatchGateFailed(res.failed_batch_expectations, ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json"))
     return out

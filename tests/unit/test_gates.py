@@ -152,7 +152,7 @@ def test_suite_is_built_from_config(make_settings):
 def test_results_and_data_docs_are_produced(settings):
     res = apply_gates(schemas.table(schemas.SCORED, [_row(i) for i in range(10)]), settings)
     try:
-        assert set(res.results) == {"row_gate", "batch_gate", "batch_accepted_gate"}
+        assert set(res.results) == {"row_gate", "batch_gate", "batch_accepted_gate"}  # parts: write_evidence
         assert (res.data_docs_dir / "index.html").exists()
         pages = list((res.data_docs_dir / "validations").rglob("*.html"))
         assert {p.parts[len(res.data_docs_dir.parts) + 1] for p in pages} >= {"row_gate", "batch_gate"}
@@ -190,5 +190,59 @@ def test_data_docs_read_offline_and_the_row_gate_says_what_it_rejected(settings)
         index = (site / "index.html").read_text()
         assert "'_validation_success_text': '2 rows rejected by these expectations'" in index
         assert index.count("'_validation_success_text': 'Failed'") == 0  # both batch suites passed
+    finally:
+        remove_docs(res)
+
+
+def test_gating_in_parts_decides_every_row_as_gating_at_once(make_settings):
+    """The row gate in parts of 3 rows rejects the same rows for the same reasons, and the batch
+    suites, run over every row in SQL, report the same figures."""
+    rows = [_row(i, q_judge_faithfulness=[0.5, 0.75, 1.0][i % 3], judge_status="ok" if i % 4 else "failed:x")
+            for i in range(20)]
+    rows[4] = _row(4, q_schema_valid=0.0)
+    rows[11] = _row(11, output_text=None, overall_score=0.1)
+    whole = _gate(rows, make_settings(DIALINSIGHT__GATES__COLLAPSE__MIN_ROWS="5"))
+    parts = _gate(rows, make_settings(DIALINSIGHT__GATES__COLLAPSE__MIN_ROWS="5", DIALINSIGHT__GATES__BATCH_ROWS="3"))
+    assert parts.results["row_gate"]["parts"][-1]["part"] == 6 and whole.results["row_gate"]["parts"][0]["rows"] == 20
+    assert parts.accepted.to_pylist() == whole.accepted.to_pylist()
+    assert parts.rejected.to_pylist() == whole.rejected.to_pylist()
+    assert parts.stats == whole.stats and parts.stats["rejected_by_reason"] == {
+        "schema_invalid": 1, "missing_output_text": 1, "low_overall_score": 1}
+    observed = {name: [(r["expectation_config"]["meta"]["reason_code"], r["result"].get("observed_value"))
+                       for r in res.results[name]["results"]]
+                for res in (whole,) for name in ("batch_gate", "batch_accepted_gate")}
+    assert observed == {name: [(r["expectation_config"]["meta"]["reason_code"], r["result"].get("observed_value"))
+                               for r in parts.results[name]["results"]] for name in observed}
+    totals = [r["result"]["unexpected_count"] for r in parts.results["row_gate"]["results"]]
+    assert totals == [r["result"]["unexpected_count"] for r in whole.results["row_gate"]["results"]] and sum(totals) == 3
+
+
+def test_batch_means_are_over_the_run_not_a_mean_of_the_parts_means(make_settings):
+    # a part of 7 rows at 0.9 and one of 3 rows at 0.5: the run's mean is 0.78, the parts' means average 0.70
+    rows = [_row(i, q_grounding=0.9 if i < 7 else 0.5) for i in range(10)]
+    env = dict(DIALINSIGHT__GATES__MIN_MEAN__GROUNDING="0.75", DIALINSIGHT__QUALITY__THRESHOLDS__GROUNDING="0.4",
+               DIALINSIGHT__GATES__BATCH_ROWS="7")
+    res = _gate(rows, make_settings(**env))
+    mean = next(r for r in res.results["batch_gate"]["results"]
+                if r["expectation_config"]["meta"]["reason_code"] == "mean_grounding_below_min")
+    assert mean["result"]["observed_value"] == pytest.approx(0.78) and res.batch_success
+    assert [p["rows"] for p in res.results["row_gate"]["parts"]] == [7, 3]
+
+
+def test_each_row_gate_part_has_its_data_docs_page_saying_what_it_rejected(make_settings):
+    rows = [_row(i) for i in range(10)]
+    rows[2] = _row(2, q_schema_valid=0.0)
+    rows[3] = _row(3, q_schema_valid=0.0)
+    rows[8] = _row(8, q_repetition=0.1)
+    res = apply_gates(schemas.table(schemas.SCORED, rows), make_settings(DIALINSIGHT__GATES__BATCH_ROWS="5"),
+                      run_name="2026-11-25/manual__x")
+    try:
+        pages = {p.relative_to(res.data_docs_dir / "validations" / "row_gate").parts[0]: p.read_text()
+                 for p in (res.data_docs_dir / "validations" / "row_gate").rglob("*.html")}
+        assert set(pages) == {"2026-11-25_manual__x_part-00000", "2026-11-25_manual__x_part-00001"}
+        assert "2 rows rejected by these expectations" in pages["2026-11-25_manual__x_part-00000"]
+        assert "1 rows rejected by these expectations" in pages["2026-11-25_manual__x_part-00001"]
+        index = (res.data_docs_dir / "index.html").read_text()
+        assert index.count("rows rejected by these expectations'") == 2 and "'Failed'" not in index
     finally:
         remove_docs(res)

@@ -10,11 +10,15 @@ Layout under ``labeling.cache_prefix`` (docs/labeling.md, docs/reliability.md):
 - ``chunks/chunk-<ns>-<id>.parquet``: checkpoints, flushed every ``labeling.checkpoint_every``
   results while a label task runs (each is a new, atomically written object; a ``kill -9`` loses
   only the chunk in flight);
-- ``segments/b=<h>/seg-<ns>-<id>.parquet``: the index, compacted. Rows are bucketed by the first
-  hex digit(s) of their key (``labeling.cache_buckets``) and sorted by key. Compaction folds the
-  chunks into their buckets' segments once ``labeling.cache_compact_chunks`` chunks have
-  accumulated, so a lookup opens the segments of the buckets its keys fall in plus fewer than that
-  many chunks, however many runs came before.
+- ``segments/b=<h>/seg-<ns>-r<rows>-<id>.parquet``: the index, compacted. Rows are bucketed by the
+  first hex digit(s) of their key (``labeling.cache_buckets``) and sorted by key. Compaction folds
+  the chunks into a new segment per bucket once ``labeling.cache_compact_chunks`` chunks have
+  accumulated, then merges a bucket's newest segments while the one before is less than
+  ``MERGE_RATIO`` times the size of the last (size-tiered, like an LSM tree): a bucket's segments
+  shrink geometrically from oldest to newest, so there are O(log rows) of them, and each row is
+  rewritten O(log rows) times over the cache's life, not once per compaction. A lookup opens the
+  segments of the buckets its keys fall in plus fewer than ``cache_compact_chunks`` chunks,
+  however many runs came before.
 
 Compaction writes a bucket's new segment before it deletes what the segment absorbed, and a
 reader lists chunks before segments, so a concurrent reader sees every row at least once (a file
@@ -52,10 +56,19 @@ CACHE_SCHEMA = pa.schema([
     ("created_at", pa.float64()),
 ])
 LOCK_STALE_S = 900.0  # a compactor that held the lock this long died: the lock is broken
+MERGE_RATIO = 4  # merge a bucket's last two segments while the older is < 4x the newer
 
 
-def _name(kind: str) -> str:
-    return f"{kind}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+def _name(kind: str, ns: int | None = None, rows: int | None = None) -> str:
+    size = f"-r{rows}" if rows is not None else ""
+    return f"{kind}-{ns if ns is not None else time.time_ns():020d}{size}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _segment_ns_rows(key: str) -> tuple[int, int | None]:
+    """A segment's creation time and row count, from its name (older names carry no count)."""
+    parts = key.rsplit("/", 1)[-1].removesuffix(".parquet").split("-")
+    rows = next((int(p[1:]) for p in parts[2:-1] if p.startswith("r") and p[1:].isdigit()), None)
+    return int(parts[1]), rows
 
 
 class RequestCache:
@@ -71,6 +84,7 @@ class RequestCache:
         self.unreadable: list[str] = []
         self.chunks_written = 0
         self.files_read = 0
+        self._written: dict[str, pa.Table] = {}  # chunks this process flushed: compaction needs not read them back
 
     def bucket(self, key: str) -> str:
         return key[: self.digits] or "all"
@@ -87,7 +101,7 @@ class RequestCache:
 
     def _read(self, key: str, wanted: pa.Array | None) -> pa.Table | None:
         try:
-            tbl = self.store.read_table(key, CACHE_SCHEMA)
+            tbl = self._written[key] if key in self._written else self.store.read_table(key, CACHE_SCHEMA)
         except FileNotFoundError:
             raise
         except Exception as exc:  # a torn chunk: its requests are sent again
@@ -123,8 +137,9 @@ class RequestCache:
     def flush(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        self.store.write_table(f"{self.prefix}/chunks/{_name('chunk')}",
-                               pa.Table.from_pylist(rows, schema=CACHE_SCHEMA), overwrite=False)
+        key, tbl = f"{self.prefix}/chunks/{_name('chunk')}", pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
+        self.store.write_table(key, tbl, overwrite=False)
+        self._written[key] = tbl
         self.chunks_written += 1
 
     def maybe_compact(self) -> dict[str, Any] | None:
@@ -153,6 +168,31 @@ class RequestCache:
                 self.store.delete(key)  # stale: its holder died
         return False
 
+    def _merge_tail(self, bucket: str, segments: list[str], newest: pa.Table) -> int:
+        """Merge the bucket's last two segments while the older is less than ``MERGE_RATIO`` times
+        the newer; returns the merges made. The merged segment takes the newer one's time, so it
+        keeps its place in the order (older answers first) among the segments left."""
+        tail: pa.Table | None = newest
+        merges = 0
+        while len(segments) >= 2:
+            (_, older_rows), (newer_ns, newer_rows) = _segment_ns_rows(segments[-2]), _segment_ns_rows(segments[-1])
+            if older_rows is None or newer_rows is None or older_rows >= MERGE_RATIO * newer_rows:
+                break
+            older = self._read(segments[-2], None)
+            newer = tail if tail is not None else self._read(segments[-1], None)
+            if older is None or newer is None:  # unreadable: leave it to lookups (they skip it)
+                break
+            merged = pa.concat_tables([older, newer])
+            merged = merged.take(_first_per_key(merged)).sort_by("request_key")
+            key = f"{self.prefix}/segments/b={bucket}/{_name('seg', newer_ns, merged.num_rows)}"
+            self.store.write_table(key, merged, overwrite=False)
+            for k in segments[-2:]:
+                self.store.delete(k)
+            segments[-2:] = [key]
+            tail = merged
+            merges += 1
+        return merges
+
     def compact(self) -> dict[str, Any]:
         """Fold every chunk into its bucket's segment; returns what it did."""
         if not self._lock():
@@ -171,19 +211,19 @@ class RequestCache:
                 for b in (set(by_bucket.to_pylist()) if by_bucket is not None else {"all"}):
                     part = tbl.filter(pc.equal(by_bucket, b)) if by_bucket is not None else tbl
                     fresh[b].append(part)
-            rows = 0
+            rows = merges = 0
             for b, parts in sorted(fresh.items()):
-                old = segments.get(b, [])
-                tables = [t for t in (self._read(k, None) for k in old) if t is not None] + parts
-                merged = pa.concat_tables(tables)
-                merged = merged.take(_first_per_key(merged)).sort_by("request_key")
-                self.store.write_table(f"{self.prefix}/segments/b={b}/{_name('seg')}", merged, overwrite=False)
-                rows += merged.num_rows
-                for k in old:
-                    self.store.delete(k)
+                new = pa.concat_tables(parts)  # chunks in name (time) order: the first answer per key wins
+                new = new.take(_first_per_key(new)).sort_by("request_key")
+                key = f"{self.prefix}/segments/b={b}/{_name('seg', rows=new.num_rows)}"
+                self.store.write_table(key, new, overwrite=False)
+                rows += new.num_rows
+                merges += self._merge_tail(b, [*sorted(segments.get(b, [])), key], new)
             for k in absorbed:
                 self.store.delete(k)
-            out = {"compacted": True, "chunks": len(absorbed), "buckets": len(fresh), "rows_in_touched_buckets": rows}
+                self._written.pop(k, None)
+            out = {"compacted": True, "chunks": len(absorbed), "buckets": len(fresh), "rows_folded": rows,
+                   "segment_merges": merges}
             log.info("request cache %s compacted: %s", self.prefix, json.dumps(out))
             return out
         finally:
@@ -191,10 +231,7 @@ class RequestCache:
 
 
 def _first_per_key(tbl: pa.Table) -> pa.Array:
-    seen: set[str] = set()
-    idx = []
-    for i, k in enumerate(tbl["request_key"].to_pylist()):
-        if k not in seen:
-            seen.add(k)
-            idx.append(i)
-    return pa.array(idx, pa.int64())
+    """Row positions of each key's first row, in input order."""
+    pos = pa.table({"request_key": tbl["request_key"], "i": pa.array(range(tbl.num_rows), pa.int64())})
+    firsts = pos.group_by("request_key", use_threads=False).aggregate([("i", "min")])["i_min"].combine_chunks()
+    return firsts.take(pc.sort_indices(firsts))

@@ -232,3 +232,33 @@ def test_a_failed_label_task_says_which_server_it_tried_and_what_to_check(make_s
     msg = str(err.value)
     assert "connection_error" in msg and url in msg and f"curl -s {url}/models" in msg
     assert "did not answer" in msg and "$DI_TEST_KEY" in msg
+
+
+def test_compaction_is_size_tiered_and_keeps_the_first_answer(tmp_path):
+    """Forty compactions of equal batches: each bucket keeps O(log rows) segments, sizes shrinking
+    from oldest to newest; every key is found, and a key answered again later keeps its first answer."""
+    import hashlib
+    import itertools
+
+    from dialinsight_core.inference.cache import MERGE_RATIO, _segment_ns_rows
+    from dialinsight_core.storage import FileObjectStore
+
+    cache = RequestCache(FileObjectStore(tmp_path), "cache", buckets=16, compact_chunks=1)
+
+    def row(i: int, answer: str) -> dict:
+        return {"request_key": hashlib.sha256(str(i).encode()).hexdigest(), "prompt_id": f"p{i}", "output_text": answer,
+                "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.0, "error_code": None,
+                "error_detail": None, "model": "m", "engine": "e", "created_at": 0.0}
+
+    merges = 0
+    for batch in range(40):
+        cache.flush([row(batch * 160 + i, "first") for i in range(160)] + [row(i, "later") for i in range(0, 160, 7)])
+        merges += cache.compact()["segment_merges"]
+    segments = cache._segments()
+    assert merges > 0 and len(segments) == 16
+    for keys in segments.values():
+        sizes = [_segment_ns_rows(k)[1] for k in keys]
+        assert len(keys) <= 5, sizes  # ~400 rows a bucket: log4(400 / 10) + 1
+        assert all(a >= MERGE_RATIO * b for a, b in itertools.pairwise(sizes)), sizes
+    found = cache.lookup([row(i, "")["request_key"] for i in range(40 * 160)])
+    assert len(found) == 6400 and {r["output_text"] for r in found.values()} == {"first"}

@@ -83,7 +83,7 @@ status:
 
 test: setup prod-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" --timeout=300 $(PYTEST_ARGS)

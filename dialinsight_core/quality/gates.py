@@ -246,12 +246,12 @@ class _RunTable:
         self.non_null: Counter[str] = Counter()
         self.rows = 0
 
-    def add(self, batch: pa.RecordBatch, accepted: list[int]) -> None:
+    def add(self, batch: pa.RecordBatch, accepted: pa.BooleanArray) -> None:
         import pyarrow.compute as pc
 
         status = batch.column("judge_status")
         judge_failed = pc.if_else(pc.equal(status, "ok"), 0.0, 1.0)  # null status (not judged): null
-        values = {"accepted": pa.array(accepted, pa.float64()), "judge_failed": judge_failed,
+        values = {"accepted": pc.cast(accepted, pa.float64()), "judge_failed": judge_failed,
                   "task_family": batch.column("task_family")}
         arrays = [values[c] if c in values else batch.column(c) for c in self.columns]
         for c, arr in zip(self.columns, arrays, strict=True):
@@ -323,21 +323,16 @@ def _gate(parts: Iterable[pa.RecordBatch], schema: pa.Schema, settings: Settings
     row_agg = _RowGateTotals(row_exps)
     by_reason: Counter[str] = Counter()
     by_family: Counter[str] = Counter()
-    n_rejected = 0
-    rejected_by_run: dict[str, int] = {}
     for part, batch in enumerate(b for b in parts if b.num_rows):
         df = pa.Table.from_batches([batch]).select(row_cols).to_pandas()
         row_res = suites.run_frame("row_gate", df, row_exps, part)
-        part_json = _jsonable(row_res.to_json_dict())
-        row_agg.add(part, batch.num_rows, row_res)
         reasons: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         for r in row_res.results:
             reason = r.expectation_config.meta["reason_code"]
             for idx in r.result.get("unexpected_index_list") or []:
                 reasons.setdefault(int(idx), []).append((reason, {"expectation": r.expectation_config.type, **_kwargs(r)}))
         if write_evidence is not None:
-            write_evidence(f"row_gate/part-{part:05d}", part_json)
-        del part_json
+            write_evidence(f"row_gate/part-{part:05d}", _jsonable(row_res.to_json_dict()))
         rejected_idx = sorted(reasons)
         rejected_rows = []
         for i, row in zip(rejected_idx, batch.take(pa.array(rejected_idx, pa.int64())).to_pylist(), strict=True):
@@ -355,19 +350,17 @@ def _gate(parts: Iterable[pa.RecordBatch], schema: pa.Schema, settings: Settings
                        reason_detail=json.dumps(detail, ensure_ascii=False, default=str))
             rejected_rows.append(row)
             by_reason.update(code for code, _ in why)
-        accepted_flags = [0 if i in reasons else 1 for i in range(batch.num_rows)]
-        accepted = pa.Table.from_batches([batch]).filter(pa.array([bool(f) for f in accepted_flags]))
+        row_agg.add(part, batch.num_rows, len(reasons), row_res)
+        keep = pa.array([i not in reasons for i in range(batch.num_rows)])
+        accepted = pa.Table.from_batches([batch]).filter(keep)
         by_family.update(accepted.column("task_family").to_pylist())
         write_accepted(accepted)
         if rejected_rows:
             write_rejected(schemas.table(schemas.REJECTED, rejected_rows))
-        n_rejected += len(rejected_rows)
-        run = suites.run_name_for(part)
-        if run is not None:
-            rejected_by_run[run] = len(rejected_rows)
-        table.add(batch, accepted_flags)
+        table.add(batch, keep)
     table.close()
     scored_in = table.rows
+    n_rejected = row_agg.rejected_rows
     n_accepted = scored_in - n_rejected
     summary: dict[str, Any] = {}
     if scored_in:
@@ -423,7 +416,8 @@ def _gate(parts: Iterable[pa.RecordBatch], schema: pa.Schema, settings: Settings
         if left:  # a GX upgrade added an asset: the pages still work online (tests/unit/test_gates.py catches it)
             log.warning("Data Docs still load %d asset(s) from the network: %s", len(left), left)
         if n_rejected:
-            label_row_gate(suites.docs_dir, "row_gate", rejected_by_run or n_rejected)
+            label_row_gate(suites.docs_dir, "row_gate",
+                           {suites.run_name_for(p["part"]): p["rejected"] for p in row_agg.parts})
     empty = schema.empty_table()
     return GateResult(empty, schemas.table(schemas.REJECTED, []), results, batch_success, failed, stats,
                       summary, suites.docs_dir)
@@ -438,15 +432,18 @@ class _RowGateTotals:
         self.counts = [Counter() for _ in exps]
         self.success = True
 
-    def add(self, part: int, rows: int, res: Any) -> None:
+    def add(self, part: int, rows: int, rejected: int, res: Any) -> None:
+        """A part's GX result; ``rejected``: its rows that failed one expectation or more."""
         self.success &= bool(res.success)
-        rejected = set()
         for i, r in enumerate(res.results):
             for key in ("element_count", "unexpected_count", "missing_count"):
                 self.counts[i][key] += int(r.result.get(key) or 0)
-            rejected.update(r.result.get("unexpected_index_list") or [])
-        self.parts.append({"part": part, "rows": rows, "rejected": len(rejected), "success": bool(res.success),
+        self.parts.append({"part": part, "rows": rows, "rejected": rejected, "success": bool(res.success),
                            "evidence": f"row_gate/part-{part:05d}.json"})
+
+    @property
+    def rejected_rows(self) -> int:
+        return sum(p["rejected"] for p in self.parts)
 
     def json(self) -> dict[str, Any]:
         results = []
@@ -456,7 +453,7 @@ class _RowGateTotals:
                             "success": c["unexpected_count"] == 0,
                             "result": {**c, "unexpected_percent": round(100 * c["unexpected_count"] / n, 4) if n else 0.0}})
         return {"success": self.success, "statistics": {"rows": sum(p["rows"] for p in self.parts),
-                                                          "rejected_rows": sum(p["rejected"] for p in self.parts)},
+                                                          "rejected_rows": self.rejected_rows},
                 "results": results, "parts": self.parts}
 
 

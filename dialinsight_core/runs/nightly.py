@@ -228,16 +228,20 @@ def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None 
     # one folder per attempt: a retried gate never mixes its evidence with an earlier attempt's
     gx_prefix = ctx.key(f"gate/gx/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
     store, rows = ctx.store, ctx.settings.gates.batch_rows
+
+    def evidence(name: str, result: Any) -> None:
+        store.write_json(f"{gx_prefix}/{name}.json", result)
+
     with store.table_writer(ctx.key("gate/accepted.parquet"), schemas.SCORED) as acc, \
             store.table_writer(ctx.key("gate/rejected.parquet"), schemas.REJECTED) as rej:
         res = gate_parts(store.iter_batches(score_out["keys"]["scored"], rows, schemas.SCORED), schemas.SCORED,
                          ctx.settings, acc.write_table, rej.write_table,
-                         write_evidence=lambda name, result: store.write_json(f"{gx_prefix}/{name}.json", result),
+                         write_evidence=evidence,
                          baseline=previous_baseline(ctx), dialogues_read=dialogues_read, params=ctx.params,
                          run_name=ctx.paths.snapshot_id)
     try:
         for name, result in res.results.items():
-            store.write_json(f"{gx_prefix}/{name}.json", result)
+            evidence(name, result)
         docs_index = None
         if res.data_docs_dir is not None:
             for path in sorted(res.data_docs_dir.rglob("*")):

@@ -3,7 +3,6 @@ both backends, latest.json's forward-only rule and its override, and retention."
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from dialinsight_core.config import RetentionSettings
 from dialinsight_core.publishing import apply_retention, committed_snapshots, move_latest
 from dialinsight_core.storage import LATEST_KEY, FileObjectStore, S3ObjectStore
+from tests.support.pointer_race import increment_concurrently
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -34,19 +34,7 @@ def test_swap_pointer_is_compare_and_swap(store):
 
 def test_concurrent_increments_lose_no_update(store):
     store.swap_pointer("n.json", {"n": 0}, None)
-
-    def bump() -> None:
-        for _ in range(10):
-            while True:
-                obj, version = store.read_pointer("n.json")
-                if store.swap_pointer("n.json", {"n": obj["n"] + 1}, version):
-                    break
-
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    increment_concurrently(store, "n.json", threads=4, each=10)
     assert store.read_pointer("n.json")[0]["n"] == 40 == store.read_json("n.json")["n"]
 
 

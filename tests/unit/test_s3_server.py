@@ -3,10 +3,10 @@ and write are one step, even when moto takes its time between them."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 from dialinsight_core.storage import S3ObjectStore
+from tests.support.pointer_race import increment_concurrently
 
 
 def test_conditional_writes_are_atomic_when_moto_is_slow(monkeypatch, s3_bucket, moto_s3):
@@ -21,21 +21,7 @@ def test_conditional_writes_are_atomic_when_moto_is_slow(monkeypatch, s3_bucket,
     monkeypatch.setattr(models.S3Backend, "put_object", slow_put)
     store = S3ObjectStore(s3_bucket, "p", moto_s3, "us-east-1")
     assert store.swap_pointer("n.json", {"n": 0}, None)
-    wins = []
-
-    def bump() -> None:
-        for _ in range(15):
-            while True:
-                obj, version = store.read_pointer("n.json")
-                if store.swap_pointer("n.json", {"n": obj["n"] + 1}, version):
-                    wins.append(obj["n"] + 1)
-                    break
-
-    threads = [threading.Thread(target=bump) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = increment_concurrently(store, "n.json", threads=6, each=15)
     # every successful swap moved the counter by one: no two writers won from the same version
     assert sorted(wins) == list(range(1, 91))
     assert store.read_pointer("n.json")[0]["n"] == 90

@@ -22,12 +22,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dialinsight_core.storage import ObjectStore
+from dialinsight_core.storage import ObjectStore, SortedParquet
 
 __all__ = ["PREFIX", "DedupIndex", "Match", "band_keys"]
 
@@ -36,6 +37,15 @@ BANDS = pa.schema([("band_key", pa.uint64()), ("ref", pa.uint64())])
 HASHES = pa.schema([("content_hash", pa.string()), ("ref", pa.uint64())])
 SIGS = pa.schema([("ref", pa.uint64()), ("snapshot_id", pa.string()), ("dialogue_id", pa.string()),
                   ("minhash", pa.list_(pa.uint64()))])
+# rows per row group of a segment (each segment is sorted by its key): a lookup reads only the row
+# groups whose key range holds a key it asks for. Reading a row group costs pyarrow ~150 us before
+# its first byte, about what 8,000 band rows cost to read, so band groups are that large; a lookup
+# asks for few signatures, and those groups stay small (docs/benchmarks.md, "Dedup against history")
+ROW_GROUP_ROWS = {"bands": 8192, "hashes": 4096, "sigs": 256}
+KEYS = {"bands": "band_key", "hashes": "content_hash", "sigs": "ref"}
+# a bucket's two smallest segments merge while the larger is < 2x the smaller: with nights of equal
+# size that is a binary counter (log2(nights) segments, each row rewritten log2(nights) times)
+MERGE_RATIO = 2
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constants (golden ratio, splitmix64)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 
@@ -78,7 +88,15 @@ class DedupIndex:
             raise ValueError(f"buckets must be 1, 16 or 256, not {buckets}")
         self.store, self.threshold, self.bands, self.buckets, self.prefix = store, threshold, bands, buckets, prefix
         self._bits = {1: 0, 16: 4, 256: 8}[buckets]
-        self.files_read = 0
+        self.files_read = 0  # segments a lookup opened
+        self.merges = 0  # segment merges done by add
+        self._readers: dict[str, SortedParquet] = {}
+        self._opened: list[SortedParquet] = []
+
+    @property
+    def row_groups_read(self) -> tuple[int, int]:
+        """(read, skipped by their statistics) over this index's lookups."""
+        return sum(r.row_groups_read for r in self._opened), sum(r.row_groups_skipped for r in self._opened)
 
     # -- layout ------------------------------------------------------------------------------
     def _bucket_of(self, keys: np.ndarray) -> np.ndarray:
@@ -105,8 +123,53 @@ class DedupIndex:
                 self.files_read += 1
         return out
 
-    def _read(self, kind: str, bucket: int, schema: pa.Schema) -> list[pa.Table]:
-        return list(self._segments(kind, bucket, schema).values())
+    def _segment_keys(self, kind: str, bucket: int) -> list[str]:
+        return [k for k in self.store.list(self._folder(kind, bucket) + "/") if k.endswith(".parquet")]
+
+    def _matching(self, kind: str, bucket: int, schema: pa.Schema, values: list) -> pa.Table | None:
+        """The bucket's rows whose key is one of ``values`` (sorted), over all its segments, reading
+        only the row groups that can hold them. A segment merged away between the listing and the
+        read means the merged one exists: list again."""
+        for _ in range(5):
+            tables = []
+            try:
+                for key in self._segment_keys(kind, bucket):
+                    reader = self._readers.get(key)
+                    if reader is None:  # kept for this index's life: the footer is parsed once a run
+                        reader = self._readers[key] = self.store.sorted_reader(key, KEYS[kind])
+                        self._opened.append(reader)
+                    tables.append(reader.read(values, schema))
+                    self.files_read += 1
+            except FileNotFoundError:
+                continue
+            return pa.concat_tables(tables) if tables else None
+        raise RuntimeError(f"dedup index bucket {self._folder(kind, bucket)} kept changing under a lookup")
+
+    def _write_segment(self, kind: str, bucket: int, name: str, tbl: pa.Table) -> None:
+        self.store.write_table(f"{self._folder(kind, bucket)}/{name}", tbl, **_segment_options(kind))
+
+    def _tier(self, kind: str, bucket: int, schema: pa.Schema) -> int:
+        """Size-tiered merging (as in an LSM tree): while the bucket's second-smallest segment is
+        under ``MERGE_RATIO`` times its smallest, merge the two. A bucket then holds O(log(history /
+        night)) segments, each row is rewritten O(log) times in its life, and a night's add costs
+        O(its rows x log) amortised, not a rewrite of the history. Returns the merges done."""
+        merges = 0
+        try:
+            segs = sorted(((self.store.open_parquet(k).metadata.num_rows, k) for k in self._segment_keys(kind, bucket)),
+                          reverse=True)
+            while len(segs) >= 2 and segs[-2][0] < MERGE_RATIO * max(segs[-1][0], 1):
+                (_, a), (_, b) = segs.pop(), segs.pop()
+                merged = _unique_rows(pa.concat_tables([self.store.read_table(a, schema), self.store.read_table(b, schema)]),
+                                      KEYS[kind])
+                name = f"merged-{hashlib.sha256(f'{a}|{b}'.encode()).hexdigest()[:16]}.parquet"
+                self._write_segment(kind, bucket, name, merged)  # before the deletes: a lookup always finds the rows
+                for k in (a, b):
+                    self.store.delete(k)
+                segs = sorted([*segs, (merged.num_rows, f"{self._folder(kind, bucket)}/{name}")], reverse=True)
+                merges += 1
+        except FileNotFoundError:  # a concurrent add merged the same segments: its merge holds the rows
+            pass
+        return merges
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, snapshot_id: str, dialogue_ids: list[str], content_hashes: list[str], sigs: np.ndarray) -> int:
@@ -122,16 +185,18 @@ class DedupIndex:
         for b in range(self.buckets):
             sel = kb == b
             order = np.argsort(flat_keys[sel], kind="stable")
-            self.store.write_table(f"{self._folder('bands', b)}/{segment}", pa.table(
+            self._write_segment("bands", b, segment, pa.table(
                 {"band_key": flat_keys[sel][order], "ref": flat_refs[sel][order]}, schema=BANDS))
             idx = np.flatnonzero(hb == b)
             hs = pa.table({"content_hash": [content_hashes[i] for i in idx], "ref": refs[idx]}, schema=HASHES)
-            self.store.write_table(f"{self._folder('hashes', b)}/{segment}", hs.sort_by("content_hash"))
+            self._write_segment("hashes", b, segment, hs.sort_by("content_hash"))
             idx = np.flatnonzero(rb == b)
             idx = idx[np.argsort(refs[idx], kind="stable")]
-            self.store.write_table(f"{self._folder('sigs', b)}/{segment}", pa.table({
+            self._write_segment("sigs", b, segment, pa.table({
                 "ref": refs[idx], "snapshot_id": [snapshot_id] * len(idx), "dialogue_id": [dialogue_ids[i] for i in idx],
-                "minhash": pa.array([sigs[i].tolist() for i in idx], type=pa.list_(pa.uint64()))}, schema=SIGS))
+                "minhash": _list_array(sigs[idx])}, schema=SIGS))
+            for kind, schema in (("bands", BANDS), ("hashes", HASHES), ("sigs", SIGS)):
+                self.merges += self._tier(kind, b, schema)
         return len(refs)
 
     def compact(self, live: set[str] | None = None) -> int:
@@ -156,7 +221,7 @@ class DedupIndex:
                 if dead is not None and len(dead):
                     merged = merged.filter(pc.invert(pc.is_in(merged.column("ref"), value_set=dead)))
                 target = f"{self._folder(kind, b)}/compacted-{hashlib.sha256('|'.join(keys).encode()).hexdigest()[:16]}.parquet"
-                self.store.write_table(target, merged.sort_by(key))
+                self.store.write_table(target, _unique_rows(merged, key), **_segment_options(kind))
                 for k in keys:
                     if k != target:
                         self.store.delete(k)
@@ -204,12 +269,9 @@ class DedupIndex:
             by_bucket.setdefault(self._hash_bucket(h), []).append(i)
         found: dict[int, list[int]] = {}
         for b, idx in by_bucket.items():
-            tables = self._read("hashes", b, HASHES)
-            if not tables:
+            t = self._matching("hashes", b, HASHES, sorted({content_hashes[i] for i in idx}))
+            if t is None:
                 continue
-            t = pa.concat_tables(tables)
-            wanted = pa.array(sorted({content_hashes[i] for i in idx}), pa.string())
-            t = t.filter(pc.is_in(t.column("content_hash"), value_set=wanted))
             refs_by_hash: dict[str, list[int]] = {}
             for h, r in zip(t.column("content_hash").to_pylist(), t.column("ref").to_pylist(), strict=True):
                 refs_by_hash.setdefault(h, []).append(r)
@@ -225,14 +287,10 @@ class DedupIndex:
         buckets = self._bucket_of(flat)
         qs, refs = [], []
         for b in np.unique(buckets).tolist():
-            tables = self._read("bands", b, BANDS)
-            if not tables:
-                continue
-            t = pa.concat_tables(tables)
             sel = buckets == b
             mine, mine_q = flat[sel], q_of[sel]
-            t = t.filter(pc.is_in(t.column("band_key"), value_set=pa.array(np.unique(mine))))
-            if not t.num_rows:
+            t = self._matching("bands", b, BANDS, np.unique(mine).tolist())
+            if t is None or not t.num_rows:
                 continue
             hit_keys = t.column("band_key").to_numpy()
             hit_refs = t.column("ref").to_numpy()
@@ -253,11 +311,9 @@ class DedupIndex:
             return out
         buckets = self._bucket_of(refs)
         for b in np.unique(buckets).tolist():
-            tables = self._read("sigs", b, SIGS)
-            if not tables:
+            t = self._matching("sigs", b, SIGS, np.unique(refs[buckets == b]).tolist())
+            if t is None:
                 continue
-            t = pa.concat_tables(tables)
-            t = t.filter(pc.is_in(t.column("ref"), value_set=pa.array(refs[buckets == b])))
             mh = t.column("minhash").combine_chunks()
             width = len(mh[0]) if len(mh) else 0
             mat = mh.flatten().to_numpy().reshape(len(mh), width) if len(mh) else np.zeros((0, 0), np.uint64)
@@ -265,6 +321,31 @@ class DedupIndex:
                                               t.column("dialogue_id").to_pylist(), strict=True)):
                 out[r] = (s, d, mat[i])
         return out
+
+
+def _list_array(rows: np.ndarray) -> pa.ListArray:
+    """An (n, w) uint64 matrix as a list<uint64> column, without a Python list per row."""
+    n, w = rows.shape if rows.ndim == 2 else (0, 0)
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * w),
+                                    pa.array(np.ascontiguousarray(rows, dtype=np.uint64).reshape(-1)))
+
+
+def _segment_options(kind: str) -> dict[str, Any]:
+    # hashes and MinHash values are random bits: zstd and dictionary pages only spend time on them
+    # (writing signatures took 4x longer with a dictionary attempt per row group)
+    return {"row_group_rows": ROW_GROUP_ROWS[kind], "compression": "none", "dictionary": False}
+
+
+def _unique_rows(tbl: pa.Table, key: str) -> pa.Table:
+    """Sorted by (key, ref), each (key, ref) once: a snapshot indexed twice (a rerun, or two merges
+    racing) adds nothing twice."""
+    order = [(key, "ascending")] + ([("ref", "ascending")] if key != "ref" else [])
+    tbl = tbl.sort_by(order).combine_chunks()
+    if tbl.num_rows < 2:
+        return tbl
+    k, r = tbl.column(key).chunk(0), tbl.column("ref").chunk(0)
+    same = pc.and_(pc.equal(k.slice(1), k.slice(0, len(k) - 1)), pc.equal(r.slice(1), r.slice(0, len(r) - 1)))
+    return tbl.filter(pa.concat_arrays([pa.array([True]), pc.invert(same)]))
 
 
 def _marker(prefix: str, snapshot_id: str) -> str:

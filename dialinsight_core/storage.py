@@ -19,17 +19,56 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dialinsight_core.config import PROJECT_ROOT, Settings
+
+
+class SortedParquet:
+    """Point lookups on one Parquet table sorted by ``column`` in small row groups: the footer is
+    read once and each row group's min/max of ``column`` kept as arrays, so a lookup of sorted
+    ``values`` reads only the row groups whose range holds one of them (on S3 by ranged GETs), and
+    a reader kept open across lookups never parses the footer again. Reads cost O(values x row group),
+    not O(table)."""
+
+    def __init__(self, pf: pq.ParquetFile, column: str):
+        self.pf, self.column = pf, column
+        md = pf.metadata
+        j = pf.schema_arrow.get_field_index(column)
+        stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)]
+        self.unbounded = [i for i, st in enumerate(stats) if st is None or not st.has_min_max]
+        bounded = [i for i, st in enumerate(stats) if st is not None and st.has_min_max]
+        self.type = pf.schema_arrow.field(column).type
+        self.groups = np.array(bounded, dtype=np.int64)
+        # in the column's own type (a uint64 key must not pass through float64 or int64)
+        self.mins = pa.array([stats[i].min for i in bounded], self.type).to_numpy(zero_copy_only=False)
+        self.maxs = pa.array([stats[i].max for i in bounded], self.type).to_numpy(zero_copy_only=False)
+        self.row_groups_read = self.row_groups_skipped = 0
+
+    def read(self, values: Sequence[Any], schema: pa.Schema | None = None) -> pa.Table:
+        value_set = pa.array(values, self.type)
+        want = value_set.to_numpy(zero_copy_only=False)
+        if len(self.groups) and len(want):
+            hit = np.searchsorted(want, self.maxs, "right") > np.searchsorted(want, self.mins, "left")
+            groups = sorted([*self.groups[hit].tolist(), *self.unbounded])
+        else:
+            groups = list(self.unbounded) if len(want) else []
+        self.row_groups_read += len(groups)
+        self.row_groups_skipped += self.pf.metadata.num_row_groups - len(groups)
+        tbl = self.pf.read_row_groups(groups) if groups else self.pf.schema_arrow.empty_table()
+        if tbl.num_rows:
+            tbl = tbl.filter(pc.is_in(tbl.column(self.column), value_set=value_set))
+        return tbl.cast(schema) if schema is not None else tbl
 
 
 class ObjectExistsError(FileExistsError):
@@ -38,6 +77,9 @@ class ObjectExistsError(FileExistsError):
 
 class ObjectStore(ABC):
     """Minimal key/value interface over ``file://`` or ``s3://``."""
+
+    row_groups_read = 0  # by read_matching: what lookups read, and what the statistics let them skip
+    row_groups_skipped = 0
 
     uri: str
 
@@ -82,14 +124,33 @@ class ObjectStore(ABC):
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
-    def write_table(self, key: str, tbl: pa.Table, *, overwrite: bool = True) -> None:
+    def write_table(self, key: str, tbl: pa.Table, *, overwrite: bool = True, row_group_rows: int | None = None,
+                    compression: str = "zstd", dictionary: bool = True) -> None:
         buf = io.BytesIO()
-        pq.write_table(tbl, buf, compression="zstd")
+        pq.write_table(tbl, buf, compression=compression, row_group_size=row_group_rows, use_dictionary=dictionary)
         self.write_bytes(key, buf.getvalue(), overwrite=overwrite)
+
+    def open_parquet(self, key: str) -> pq.ParquetFile:
+        """A Parquet file that reads only what is asked of it (footer, chosen row groups) where the
+        store can read byte ranges; this default reads the whole object."""
+        return pq.ParquetFile(io.BytesIO(self.read_bytes(key)))
 
     def read_table(self, key: str, schema: pa.Schema | None = None) -> pa.Table:
         tbl = pq.read_table(io.BytesIO(self.read_bytes(key)))
         return tbl.cast(schema) if schema is not None else tbl
+
+    def sorted_reader(self, key: str, column: str) -> SortedParquet:
+        """Point lookups on a Parquet object sorted by ``column`` (see ``SortedParquet``)."""
+        return SortedParquet(self.open_parquet(key), column)
+
+    def read_matching(self, key: str, column: str, values: Sequence[Any], schema: pa.Schema | None = None) -> pa.Table:
+        """The rows whose ``column`` is one of ``values`` (sorted), reading only the row groups whose
+        statistics can hold one."""
+        reader = self.sorted_reader(key, column)
+        tbl = reader.read(values, schema)
+        self.row_groups_read += reader.row_groups_read
+        self.row_groups_skipped += reader.row_groups_skipped
+        return tbl
 
     @contextmanager
     def table_writer(self, key: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
@@ -162,6 +223,12 @@ class FileObjectStore(ObjectStore):
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def open_parquet(self, key: str) -> pq.ParquetFile:
+        path = self._path(key)
+        if not path.exists():
+            raise FileNotFoundError(self.url(key))
+        return pq.ParquetFile(path, memory_map=True)
+
     def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         for batch in pq.ParquetFile(self._path(key)).iter_batches(batch_size=batch_size):
             yield batch.cast(schema) if schema is not None else batch
@@ -218,6 +285,39 @@ class FileObjectStore(ObjectStore):
         )
 
 
+class _RangedObject(io.RawIOBase):
+    """A read-only, seekable file over one S3 object: each read is a ranged GET, so a Parquet
+    reader fetches the footer and the row groups it needs, not the object."""
+
+    def __init__(self, client: Any, bucket: str, key: str, size: int):
+        super().__init__()
+        self.client, self.bucket, self.key, self.size, self.pos = client, bucket, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), self.size - self.pos)
+        if n <= 0:
+            return 0
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{self.pos + n - 1}")["Body"]
+        data = body.read()
+        buf[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 class S3ObjectStore(ObjectStore):
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str, multipart_mib: int = 64):
         import boto3  # lazy: boto3 import costs ~0.3 s
@@ -259,6 +359,16 @@ class S3ObjectStore(ObjectStore):
         config = TransferConfig(multipart_threshold=self.multipart_bytes, multipart_chunksize=self.multipart_bytes,
                                 max_concurrency=4)
         self.client.upload_file(str(path), self.bucket, self._key(key), Config=config)
+
+    def open_parquet(self, key: str) -> pq.ParquetFile:
+        """Ranged GETs: the footer, then only the column chunks of the row groups read."""
+        try:
+            size = self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise FileNotFoundError(self.url(key)) from None
+            raise
+        return pq.ParquetFile(_RangedObject(self.client, self.bucket, self._key(key), size))
 
     def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         with tempfile.TemporaryDirectory(prefix="dialinsight-spool-") as tmp:

@@ -3,6 +3,7 @@ sees only committed snapshots of other dates."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -112,3 +113,36 @@ def test_compact_folds_segments_and_drops_dead_snapshots(store):
                for kind in ("bands", "hashes", "sigs") for b in range(16))
     assert idx.lookup([f"1{3:063x}"], _sigs([texts[13]]), allowed={"2026-11-02/r"}) == before
     assert idx.lookup([f"0{3:063x}"], _sigs([texts[3]]), allowed={"2026-11-01/r"}) == [None]  # its rows are gone
+
+
+def _index_rows(texts: list[str], tag: str, mh: MinHasher) -> list[dict]:
+    return [{"dialogue_id": f"{tag}-{i}", "content_hash": hashlib.sha256(f"{tag}-{i}".encode()).hexdigest(),
+             "minhash": mh.signature(t).tolist(), "snapshot_id": ""} for i, t in enumerate(texts)]
+
+
+def test_nightly_adds_stay_few_segments_and_lookups_read_what_they_ask(store, monkeypatch):
+    """Twenty nights indexed one by one: size-tiered merges keep each bucket at <= log2(nights) + 1
+    segments with no row twice, and a lookup of two dialogues reads row groups in proportion to its
+    keys, not to the history: the statistics skip the rest."""
+    import dialinsight_core.dedup_index as di
+
+    monkeypatch.setattr(di, "ROW_GROUP_ROWS", {"bands": 8, "hashes": 2, "sigs": 2})
+    mh = MinHasher()
+    texts = docs(20 * 30, 9)
+    nights = [f"2026-10-{d + 1:02d}/r" for d in range(20)]
+    for d, snap in enumerate(nights):
+        index_snapshot(store, snap, table(DIALOGUE_INDEX, _index_rows(texts[d * 30:(d + 1) * 30], f"n{d}", mh)), buckets=1)
+    index_snapshot(store, nights[3], table(DIALOGUE_INDEX, _index_rows(texts[90:120], "n3", mh)), buckets=1)  # a rerun
+    for kind in ("bands", "hashes", "sigs"):
+        segs = [k for k in store.list(f"dedup/{kind}/b=0/") if k.endswith(".parquet")]
+        assert 1 <= len(segs) <= 6, (kind, segs)  # log2(21) + 1
+    refs = store.read_table(next(k for k in store.list("dedup/sigs/b=0/") if "merged" in k)).column("ref").to_pylist()
+    assert len(refs) == len(set(refs))  # the rerun's rows were folded, not kept twice
+    idx = DedupIndex(store, buckets=1)
+    want = [texts[45], texts[301].replace("1", "2", 1)]
+    got = idx.lookup(["0" * 64, "1" * 64], _sigs(want), allowed=set(nights))
+    assert [m.dialogue_id for m in got] == ["n1-15", "n10-1"]
+    read, skipped = idx.row_groups_read
+    # 32 band keys, 2 candidates' signatures and 2 hashes can touch at most that many row groups per
+    # segment; the other row groups of the 600-dialogue history are skipped
+    assert read <= 36 * 6 and skipped > 0.8 * (read + skipped), (read, skipped)

@@ -135,7 +135,7 @@ class IngestSettings(_Model):
     dedup_against_published: bool = True
     # the persistent near-duplicate index of published dialogues (dialinsight_core/dedup_index.py)
     dedup_index_buckets: Literal[1, 16, 256] = 16  # folders per kind; a layout choice: fixed once data is indexed
-    dedup_batch: int = Field(default=1024, ge=1)  # dialogues per lookup of the published index
+    dedup_batch: int = Field(default=8192, ge=1)  # dialogues per lookup of the published index (docs/benchmarks.md)
     batch_dialogues: int = Field(default=2048, ge=1)  # kept dialogues per row group written (memory holds one batch)
     # processes that validate, redact and classify ahead of the steps (0 = this machine's cores, max 8), started only
     # once parallel_after records were read (a small run stays in one process); tasks x workers <= the worker's cores

@@ -38,8 +38,9 @@ class SortedParquet:
     """Point lookups on one Parquet table sorted by ``column`` in small row groups: the footer is
     read once and each row group's min/max of ``column`` kept as arrays, so a lookup of sorted
     ``values`` reads only the row groups whose range holds one of them (on S3 by ranged GETs), and
-    a reader kept open across lookups never parses the footer again. Reads cost O(values x row group),
-    not O(table)."""
+    a reader kept open across lookups never parses the footer again. Of those row groups it reads
+    the key column first and whole rows only of the groups holding a key asked for. Reads cost
+    O(values x row group), not O(table)."""
 
     def __init__(self, pf: pq.ParquetFile, column: str):
         self.pf, self.column = pf, column
@@ -53,7 +54,8 @@ class SortedParquet:
         # in the column's own type (a uint64 key must not pass through float64 or int64)
         self.mins = pa.array([stats[i].min for i in bounded], self.type).to_numpy(zero_copy_only=False)
         self.maxs = pa.array([stats[i].max for i in bounded], self.type).to_numpy(zero_copy_only=False)
-        self.row_groups_read = self.row_groups_skipped = 0
+        self.rows = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        self.row_groups_read = self.row_groups_skipped = 0  # whole row groups read / never read in full
 
     def read(self, values: Sequence[Any], schema: pa.Schema | None = None) -> pa.Table:
         value_set = pa.array(values, self.type)
@@ -63,6 +65,12 @@ class SortedParquet:
             groups = sorted([*self.groups[hit].tolist(), *self.unbounded])
         else:
             groups = list(self.unbounded) if len(want) else []
+        if groups and len(self.pf.schema_arrow) > 1:
+            # the key column first (a fraction of the bytes), then whole rows of the groups that hit
+            keys = self.pf.read_row_groups(groups, columns=[self.column]).column(0)
+            found = pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
+            group_of = np.repeat(np.array(groups), [self.rows[g] for g in groups])
+            groups = np.unique(group_of[found]).tolist()
         self.row_groups_read += len(groups)
         self.row_groups_skipped += self.pf.metadata.num_row_groups - len(groups)
         tbl = self.pf.read_row_groups(groups) if groups else self.pf.schema_arrow.empty_table()
@@ -227,7 +235,7 @@ class FileObjectStore(ObjectStore):
         path = self._path(key)
         if not path.exists():
             raise FileNotFoundError(self.url(key))
-        return pq.ParquetFile(path, memory_map=True)
+        return pq.ParquetFile(path)  # not memory-mapped: pages read would count in the process's RSS
 
     def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         for batch in pq.ParquetFile(self._path(key)).iter_batches(batch_size=batch_size):

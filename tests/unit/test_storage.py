@@ -37,7 +37,9 @@ def _matching(store):
     got = store.read_matching("t/sorted.parquet", "k", [4, 5, 9998, 19998])
     assert got.column("k").to_pylist() == [4, 9998, 19998] and got.column("v").to_pylist() == ["行4", "行9998", "行19998"]
     assert (store.row_groups_read, store.row_groups_skipped) == (3, 17)
+    # 1 and 3 fall in the first group's range but are not in it: its key column is read, its rows never
     assert store.read_matching("t/sorted.parquet", "k", [1, 3]).num_rows == 0
+    assert (store.row_groups_read, store.row_groups_skipped) == (3, 37)
     with pytest.raises(FileNotFoundError):
         store.read_matching("t/missing.parquet", "k", [1])
 

@@ -2,7 +2,7 @@
 
 For each history size H it indexes H published dialogues as nightly snapshots of ``--night``
 dialogues each (the way publish adds them, size-tiered merges included), then asks the lookups of
-one ingest run: ``--new`` new dialogues in batches of ``ingest.dedup_batch`` (8,192), of which 1 %
+one ingest run: ``--new`` (16,384) new dialogues in batches of ``ingest.dedup_batch`` (8,192), of which 1 %
 repeat a published dialogue exactly and 4 % nearly (a few of its 128 MinHash values changed).
 Signatures are random (the MinHash of distinct text is; shingling is ingest's cost, measured
 elsewhere), so every figure is the index's own work. Each H runs in a fresh process.
@@ -90,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--history", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--night", type=int, default=10_000, help="dialogues per published night")
-    ap.add_argument("--new", type=int, default=10_000, help="new dialogues looked up")
+    ap.add_argument("--new", type=int, default=16_384, help="new dialogues looked up (two batches of 8,192)")
     ap.add_argument("--batch", type=int, default=8192, help="ingest.dedup_batch")
     ap.add_argument("--buckets", type=int, default=16, choices=(1, 16, 256))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -22,12 +22,12 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ def measure(tis: list[dict[str, Any]], parallelism: int) -> dict[str, Any]:
     first = min(_t(t["start_date"]) for t in tis if t["start_date"])
     last = max(_t(t["end_date"]) for t in tis if t["end_date"])
     return {
-        "label_tasks": len(labels), "states": sorted({t["state"] for t in tis}),
+        "label_tasks": len(labels), "states": sorted({str(t["state"]) for t in tis}),
         "run_wall_s": round(last - first, 1), "label_span_s": round(span, 1),
         "label_run_s": {"median": round(statistics.median(runs), 2), "p95": round(_pct(runs, 0.95), 2),
                         "max": round(max(runs), 2)},
@@ -90,6 +90,7 @@ def main() -> None:
         "DIALINSIGHT__STORAGE__URI": f"file://{work / 'store'}", "DIALINSIGHT__ENGINE__KIND": "openai",
         "DIALINSIGHT__ENGINE__BASE_URL": base_url, "DIALINSIGHT__LABELING__SHARDS": str(args.shards),
         "DIALINSIGHT__AIRFLOW__RETRIES": "0", "DIALINSIGHT__QUALITY__JUDGE__ENABLED": "false",
+        "DIALINSIGHT__INGEST__MAX_DIALOGUES": "0",  # all 334 (the local deployment reads 24 unless told)
         "DIALINSIGHT__GATES__MIN_ACCEPT_RATE": "0.0", "DIALINSIGHT__GATES__MIN_ROWS": "0",
         "DIALINSIGHT__GATES__MIN_MEAN_OVERALL": "0.0", "DIALINSIGHT__GATES__MIN_MEAN": "{}",
     })
@@ -109,9 +110,7 @@ def main() -> None:
             time.sleep(2)
         run_id = runs[0]["dag_run_id"]
         run = la.wait_run(port, run_id, args.timeout)
-        quoted = urllib.request.quote(run_id, safe="")
-        tis = la.api(port, "GET", f"/api/v2/dags/{la.DAG_ID}/dagRuns/{quoted}/taskInstances?limit=1000",
-                     token=la.login(port))["task_instances"]
+        tis = la.task_instances(port, la.login(port), run_id)
         parallelism = int(la.airflow_env(port)["AIRFLOW__CORE__PARALLELISM"])
         out = {"shards": args.shards, "run_id": run_id, "state": run["state"],
                "parallelism": parallelism, "cores": os.cpu_count(), **measure(tis, parallelism)}
@@ -119,6 +118,7 @@ def main() -> None:
         la.stop(quiet=True)
         server.stdin.close()
         server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=1))
 
 

@@ -288,6 +288,19 @@ def trigger(port: int, token: str, conf: dict[str, Any]) -> str:
     return run["dag_run_id"]
 
 
+def task_instances(port: int, token: str, run_id: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+    """Every task instance of a run, page by page: the API returns at most 50 by default (and
+    ``api.maximum_page_limit``, 100, per page), and a night of 256 label shards has more."""
+    quoted = urllib.request.quote(run_id, safe="")
+    out: list[dict[str, Any]] = []
+    while True:
+        page = api(port, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=100&offset={len(out)}",
+                   token=token)
+        out += page.get("task_instances", [])
+        if not page.get("task_instances") or len(out) >= page.get("total_entries", 0):
+            return out
+
+
 def _label_progress(port: int, token: str, quoted: str, ti: dict[str, Any]) -> str | None:
     """The last 'label progress' line of a running label task's log (answered, rate, time left)."""
     path = (f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}"
@@ -305,7 +318,7 @@ def run_progress(port: int, token: str, run_id: str) -> tuple[dict[str, Any], st
     """(run, one line): tasks done of total, what is running, and a running label task's progress."""
     quoted = urllib.request.quote(run_id, safe="")
     run = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}", token=token)
-    tis = api(port, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances", token=token).get("task_instances", [])
+    tis = task_instances(port, token, run_id)
     name = {id(t): t["task_id"] + ("" if t["map_index"] < 0 else f"[{t['map_index']}]") for t in tis}
     done = sum(t["state"] in ("success", "skipped") for t in tis)
     running = [t for t in tis if t["state"] == "running"]

@@ -174,10 +174,8 @@ def nightly(conf: dict[str, Any], timeout: float) -> dict[str, Any]:
     la.wait_for_dag(port, token)
     run_id = la.trigger(port, token, conf)
     run = la.wait_run(port, run_id, timeout)
-    quoted = urllib.request.quote(run_id, safe="")
-    tis = la.api(port, "GET", f"/api/v2/dags/{la.DAG_ID}/dagRuns/{quoted}/taskInstances", token=la.login(port))
     placed = [{"task_id": t["task_id"], "map_index": t["map_index"], "state": t["state"], "queue": t["queue"],
-               "hostname": t["hostname"]} for t in tis["task_instances"]]
+               "hostname": t["hostname"]} for t in la.task_instances(port, la.login(port), run_id)]
     out = {"run_id": run_id, "state": run["state"], "tasks": placed}
     print(json.dumps(out, indent=1))
     return out

@@ -45,7 +45,8 @@ class SortedParquet:
     def __init__(self, pf: pq.ParquetFile, column: str):
         self.pf, self.column = pf, column
         md = pf.metadata
-        j = pf.schema_arrow.get_field_index(column)
+        # the Parquet leaf column of ``column`` (leaf order differs from field order after a nested field)
+        j = next(k for k in range(md.num_columns) if md.schema.column(k).path == column)
         stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)]
         self.unbounded = [i for i, st in enumerate(stats) if st is None or not st.has_min_max]
         bounded = [i for i, st in enumerate(stats) if st is not None and st.has_min_max]

@@ -97,3 +97,20 @@ def test_run_paths_are_portable():
     assert p.snapshot == "snapshots/ds=2026-11-25/run=manual__2026-11-25T22_27_16.499727_00_00"
     assert p.work.startswith("work/ds=2026-11-25/")
     assert safe_segment("::") == "run"
+
+
+def test_sorted_reader_finds_its_column_after_nested_fields():
+    """Parquet numbers leaf columns, not fields: after a list and a struct, the key is leaf 3, not 2."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from dialinsight_core.storage import SortedParquet
+
+    t = pa.table({"l": pa.array([[1, 2]] * 6, pa.list_(pa.int64())), "s": pa.array([{"a": 1, "b": 2}] * 6),
+                  "k": pa.array([1, 3, 5, 7, 9, 11], pa.uint64())})
+    buf = io.BytesIO()
+    pq.write_table(t, buf, row_group_size=2)
+    reader = SortedParquet(pq.ParquetFile(io.BytesIO(buf.getvalue())), "k")
+    assert reader.read([5, 6, 11]).column("k").to_pylist() == [5, 11]
+    assert (reader.row_groups_read, reader.row_groups_skipped) == (2, 1)

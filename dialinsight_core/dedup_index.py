@@ -90,13 +90,13 @@ class DedupIndex:
         self._bits = {1: 0, 16: 4, 256: 8}[buckets]
         self.files_read = 0  # segments a lookup opened
         self.merges = 0  # segment merges done by add
-        self._readers: dict[str, SortedParquet] = {}
-        self._opened: list[SortedParquet] = []
+        self._readers: dict[str, SortedParquet] = {}  # by segment key, kept for this index's life
 
     @property
     def row_groups_read(self) -> tuple[int, int]:
         """(read, skipped by their statistics) over this index's lookups."""
-        return sum(r.row_groups_read for r in self._opened), sum(r.row_groups_skipped for r in self._opened)
+        readers = self._readers.values()
+        return sum(r.row_groups_read for r in readers), sum(r.row_groups_skipped for r in readers)
 
     # -- layout ------------------------------------------------------------------------------
     def _bucket_of(self, keys: np.ndarray) -> np.ndarray:
@@ -135,9 +135,8 @@ class DedupIndex:
             try:
                 for key in self._segment_keys(kind, bucket):
                     reader = self._readers.get(key)
-                    if reader is None:  # kept for this index's life: the footer is parsed once a run
+                    if reader is None:  # the footer is parsed once a run
                         reader = self._readers[key] = self.store.sorted_reader(key, KEYS[kind])
-                        self._opened.append(reader)
                     tables.append(reader.read(values, schema))
                     self.files_read += 1
             except FileNotFoundError:
@@ -325,7 +324,7 @@ class DedupIndex:
 
 def _list_array(rows: np.ndarray) -> pa.ListArray:
     """An (n, w) uint64 matrix as a list<uint64> column, without a Python list per row."""
-    n, w = rows.shape if rows.ndim == 2 else (0, 0)
+    n, w = rows.shape
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * w),
                                     pa.array(np.ascontiguousarray(rows, dtype=np.uint64).reshape(-1)))
 

@@ -87,9 +87,6 @@ class ObjectExistsError(FileExistsError):
 class ObjectStore(ABC):
     """Minimal key/value interface over ``file://`` or ``s3://``."""
 
-    row_groups_read = 0  # by read_matching: what lookups read, and what the statistics let them skip
-    row_groups_skipped = 0
-
     uri: str
 
     @abstractmethod
@@ -151,15 +148,6 @@ class ObjectStore(ABC):
     def sorted_reader(self, key: str, column: str) -> SortedParquet:
         """Point lookups on a Parquet object sorted by ``column`` (see ``SortedParquet``)."""
         return SortedParquet(self.open_parquet(key), column)
-
-    def read_matching(self, key: str, column: str, values: Sequence[Any], schema: pa.Schema | None = None) -> pa.Table:
-        """The rows whose ``column`` is one of ``values`` (sorted), reading only the row groups whose
-        statistics can hold one."""
-        reader = self.sorted_reader(key, column)
-        tbl = reader.read(values, schema)
-        self.row_groups_read += reader.row_groups_read
-        self.row_groups_skipped += reader.row_groups_skipped
-        return tbl
 
     @contextmanager
     def table_writer(self, key: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:

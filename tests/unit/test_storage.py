@@ -28,20 +28,20 @@ def _roundtrip(store):
 
 
 def _matching(store):
-    """``read_matching`` returns exactly the rows whose key was asked for, and reads only the row
+    """A sorted reader returns exactly the rows whose key was asked for, and reads only the row
     groups whose statistics can hold one (on S3 by ranged GETs, not the whole object)."""
     keys = list(range(0, 20000, 2))
     store.write_table("t/sorted.parquet", pa.table({"k": pa.array(keys, pa.uint64()), "v": [f"行{k}" for k in keys]}),
                       row_group_rows=500)
-    store.row_groups_read = store.row_groups_skipped = 0
-    got = store.read_matching("t/sorted.parquet", "k", [4, 5, 9998, 19998])
+    reader = store.sorted_reader("t/sorted.parquet", "k")
+    got = reader.read([4, 5, 9998, 19998])
     assert got.column("k").to_pylist() == [4, 9998, 19998] and got.column("v").to_pylist() == ["行4", "行9998", "行19998"]
-    assert (store.row_groups_read, store.row_groups_skipped) == (3, 17)
+    assert (reader.row_groups_read, reader.row_groups_skipped) == (3, 17)
     # 1 and 3 fall in the first group's range but are not in it: its key column is read, its rows never
-    assert store.read_matching("t/sorted.parquet", "k", [1, 3]).num_rows == 0
-    assert (store.row_groups_read, store.row_groups_skipped) == (3, 37)
+    assert reader.read([1, 3]).num_rows == 0
+    assert (reader.row_groups_read, reader.row_groups_skipped) == (3, 37)
     with pytest.raises(FileNotFoundError):
-        store.read_matching("t/missing.parquet", "k", [1])
+        store.sorted_reader("t/missing.parquet", "k")
 
 
 def _streamed(store):
@@ -86,7 +86,7 @@ def test_s3_store_against_s3_protocol_server(moto_s3, s3_bucket):
     big = pa.table({"k": pa.array(range(200_000), pa.uint64()), "v": [f"v{k}" for k in range(200_000)]})
     store.write_table("t/big.parquet", big, row_group_rows=5000)
     store.client.get_object = counted
-    assert store.read_matching("t/big.parquet", "k", [99_998]).column("v").to_pylist() == ["v99998"]
+    assert store.sorted_reader("t/big.parquet", "k").read([99_998]).column("v").to_pylist() == ["v99998"]
     size = store.client.head_object(Bucket=s3_bucket, Key="pre/fix/t/big.parquet")["ContentLength"]
     # ranged GETs only: the footer (pyarrow asks for its last 64 KiB) and one row group
     assert gets and all(r for r, _ in gets) and sum(n for _, n in gets) < size / 4, (gets, size)

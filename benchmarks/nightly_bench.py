@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SERVER = """
-import sys, time
+import sys
 from tests.support.fake_openai import FakeOpenAIServer, planted
 srv = FakeOpenAIServer(planted(0.1)).__enter__()
 print(srv.base_url, flush=True)
 sys.stdin.read()  # until the parent closes stdin
 """
+
+
+@contextmanager
+def openai_server(env: dict[str, str]) -> Iterator[str]:
+    """The test suite's OpenAI-compatible server (10 % repetition loops) in its own process: its
+    base URL, and the server stopped at the end."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=env, cwd=ROOT)
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
 
 
 def run_dag(logical: str) -> dict[str, Any]:
@@ -86,19 +101,14 @@ def main() -> None:
            "DIALINSIGHT__AIRFLOW__RETRIES": "0",  # dag.test() honours retries: a failure shows at once
            # dag.test() cannot run a DAG with a DeadlineAlert (as in tests/conftest.py); the scheduler can
            "DIALINSIGHT__NOTIFICATIONS__DEADLINE_HOURS": "null"})
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=env, cwd=ROOT)
-    try:
+    with openai_server(env) as base_url:
         # the label tasks keep 32 requests in flight (a GPU server's batch, not the default 8)
-        env.update(DIALINSIGHT__ENGINE__KIND="openai", DIALINSIGHT__ENGINE__BASE_URL=server.stdout.readline().strip(),
+        env.update(DIALINSIGHT__ENGINE__KIND="openai", DIALINSIGHT__ENGINE__BASE_URL=base_url,
                    DIALINSIGHT__ENGINE__MAX_CONCURRENCY="32")
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc = subprocess.run([sys.executable, __file__, "--child", "--logical-date", args.logical_date], env=env, cwd=ROOT,
                               capture_output=True, text=True)
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
     (work / "dag_test.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         sys.exit(f"dag.test() failed (log: {work / 'dag_test.log'}):\n{proc.stderr[-4000:]}")

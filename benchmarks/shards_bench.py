@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,14 +33,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-SERVER = """
-import sys
-from tests.support.fake_openai import FakeOpenAIServer, planted
-srv = FakeOpenAIServer(planted(0.1)).__enter__()
-print(srv.base_url, flush=True)
-sys.stdin.read()
-"""
 
 
 def _t(s: str | None) -> float | None:
@@ -81,14 +72,22 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=256)
     ap.add_argument("--timeout", type=float, default=3000)
     args = ap.parse_args()
+    from benchmarks.nightly_bench import openai_server
+
     work = Path(tempfile.mkdtemp(prefix="shards-bench-"))
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    base_url = server.stdout.readline().strip()
+    with openai_server({**os.environ, "PYTHONPATH": str(ROOT)}) as base_url:
+        try:
+            print(json.dumps(run(work, base_url, args.shards, args.timeout), indent=1))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, base_url: str, shards: int, timeout: float) -> dict[str, Any]:
+    """One nightly on a fresh local deployment whose label shards are ``shards``, measured."""
     os.environ.update({
         "DIALINSIGHT_AIRFLOW_HOME": str(work / "airflow"), "DIALINSIGHT_UI_PORT": "0",
         "DIALINSIGHT__STORAGE__URI": f"file://{work / 'store'}", "DIALINSIGHT__ENGINE__KIND": "openai",
-        "DIALINSIGHT__ENGINE__BASE_URL": base_url, "DIALINSIGHT__LABELING__SHARDS": str(args.shards),
+        "DIALINSIGHT__ENGINE__BASE_URL": base_url, "DIALINSIGHT__LABELING__SHARDS": str(shards),
         "DIALINSIGHT__AIRFLOW__RETRIES": "0", "DIALINSIGHT__QUALITY__JUDGE__ENABLED": "false",
         "DIALINSIGHT__INGEST__MAX_DIALOGUES": "0",  # all 334 (the local deployment reads 24 unless told)
         "DIALINSIGHT__GATES__MIN_ACCEPT_RATE": "0.0", "DIALINSIGHT__GATES__MIN_ROWS": "0",
@@ -109,17 +108,13 @@ def main() -> None:
                 raise SystemExit("no run started after unpausing")
             time.sleep(2)
         run_id = runs[0]["dag_run_id"]
-        run = la.wait_run(port, run_id, args.timeout)
+        dag_run = la.wait_run(port, run_id, timeout)
         tis = la.task_instances(port, la.login(port), run_id)
         parallelism = int(la.airflow_env(port)["AIRFLOW__CORE__PARALLELISM"])
-        out = {"shards": args.shards, "run_id": run_id, "state": run["state"],
-               "parallelism": parallelism, "cores": os.cpu_count(), **measure(tis, parallelism)}
+        return {"shards": shards, "run_id": run_id, "state": dag_run["state"],
+                "parallelism": parallelism, "cores": os.cpu_count(), **measure(tis, parallelism)}
     finally:
         la.stop(quiet=True)
-        server.stdin.close()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

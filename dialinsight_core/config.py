@@ -218,6 +218,8 @@ class PromptSettings(_Model):
     variants: list[str] = Field(default_factory=lambda: ["plain", "numbered"])
     max_dialogue_chars: int = Field(default=6000, ge=100)
     scene_weight: float = Field(default=2.0, ge=1.0)  # boost for scene-specific instructions
+    # turns read at a time: build_prompts makes and writes a part's prompts before reading the next
+    batch_turns: int = Field(default=65536, ge=1)
 
 
 class InstructionSettings(_Model):
@@ -459,6 +461,12 @@ class RetentionSettings(_Model):
 
 
 class PublishingSettings(_Model):
+    # rows completed, redacted and written at a time: publish's memory follows this, not the snapshot
+    batch_rows: int = Field(default=8192, ge=1)
+    # processes that redact rejected answers (0 = this machine's cores, max 8), for runs with at least
+    # parallel_min_rows rejected rows. Airflow: worker concurrency x workers <= the worker's cores
+    workers: int = Field(default=0, ge=0)
+    parallel_min_rows: int = Field(default=5000, ge=1)
     exports: ExportSettings = ExportSettings()
     card: CardSettings = CardSettings()
     retention: RetentionSettings = RetentionSettings()

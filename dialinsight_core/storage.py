@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import numpy as np
@@ -158,6 +158,16 @@ class ObjectStore(ABC):
             path = Path(tmp) / "part.parquet"
             with pq.ParquetWriter(path, schema, compression="zstd") as writer:
                 yield writer
+            self.put_file(key, path)
+
+    @contextmanager
+    def file_writer(self, key: str) -> Iterator[BinaryIO]:
+        """A binary file spooled locally and stored under ``key`` at the end of the ``with`` (not at
+        all when the block raises): large text outputs (JSONL exports) never sit whole in memory."""
+        with tempfile.TemporaryDirectory(prefix="dialinsight-spool-") as tmp:
+            path = Path(tmp) / "part"
+            with open(path, "wb") as fh:
+                yield fh
             self.put_file(key, path)
 
     def put_file(self, key: str, path: Path) -> None:

@@ -71,74 +71,107 @@ def candidate_weights(instr: list[dict[str, Any]], scene: str, lang: str, settin
     return cands, w / w.sum()
 
 
+class PromptBuilder:
+    """Prompts for dialogues given a part at a time (``add``): a run's prompts can be written as they
+    are made, so memory holds one part, not the run. ``stats`` and ``quarantined`` cover every part."""
+
+    def __init__(self, library: pa.Table, output_schemas: dict[str, dict[str, Any]], settings: Settings, ds: str):
+        self.env, self.settings, self.ds = template_env(), settings, ds
+        self.output_schemas = output_schemas
+        self.instr = library.to_pylist()
+        self.quarantine: list[dict[str, Any]] = []
+        self.family: Counter[str] = Counter()
+        self.dialogues_in = self.dialogues_prompted = self.prompts = 0
+
+    def add(self, dialogues: list[dict[str, Any]], turns_by_dialogue: dict[str, list[dict[str, Any]]]) -> pa.Table:
+        """The PROMPTS rows of these dialogues (``turns_by_dialogue``: each one's turns, any order)."""
+        cfg, settings = self.settings.prompts, self.settings
+        rows: list[dict[str, Any]] = []
+        for d in dialogues:
+            self.dialogues_in += 1
+            did = d["dialogue_id"]
+            dturns = sorted(turns_by_dialogue.get(did, []), key=lambda t: t["turn_idx"])
+            n_chars = sum(len(t["text"]) for t in dturns)
+            cands, weights = candidate_weights(self.instr, d["scene"], d["lang"], settings)
+            if not dturns:
+                self.quarantine.append(schemas.quarantine_row(did, d, STAGE, "no_turns",
+                                                              "dialogue has no turns in the turns table"))
+                continue
+            if n_chars > cfg.max_dialogue_chars:
+                self.quarantine.append(schemas.quarantine_row(
+                    did, d, STAGE, "dialogue_too_long", f"{n_chars} chars > prompts.max_dialogue_chars={cfg.max_dialogue_chars}"))
+                continue
+            if not cands:
+                self.quarantine.append(schemas.quarantine_row(
+                    did, d, STAGE, "no_instruction", f"no approved instruction for scene={d['scene']} lang={d['lang']}"))
+                continue
+            seed = stable_int(settings.seed, self.ds, did)
+            rng = np.random.default_rng(seed)
+            k = min(cfg.instructions_per_dialogue, len(cands))
+            picks = rng.choice(len(cands), size=k, replace=False, p=weights)
+            self.dialogues_prompted += 1
+            for pick in picks:
+                ins = cands[int(pick)]
+                variant = cfg.variants[int(rng.integers(len(cfg.variants)))]
+                schema = self.output_schemas[ins["output_schema_id"]]
+                messages = render_messages(self.env, lang=d["lang"], scene=d["scene"], turns=dturns, instruction=ins["text"],
+                                           variant=variant, fields=schema_fields(schema),
+                                           domain=settings.domain_of(d["source"]))
+                rows.append({
+                    "prompt_id": stable_id(did, ins["instruction_id"], ins["library_version"], TEMPLATE_ID, variant),
+                    "dialogue_id": did,
+                    "instruction_id": ins["instruction_id"],
+                    "task_family": ins["task_family"],
+                    "scene": d["scene"],
+                    "lang": d["lang"],
+                    "output_schema_id": ins["output_schema_id"],
+                    "template_id": TEMPLATE_ID,
+                    "variant": variant,
+                    "messages": json.dumps(messages, ensure_ascii=False),
+                    "sampling_weight": float(weights[int(pick)]),
+                    "seed": seed,
+                    "library_version": ins["library_version"],
+                    "turn_span": f"{dturns[0]['turn_idx']}-{dturns[-1]['turn_idx']}",
+                })
+        self.family.update(r["task_family"] for r in rows)
+        self.prompts += len(rows)
+        return schemas.table(schemas.PROMPTS, rows)
+
+    def quarantined(self) -> pa.Table:
+        return schemas.table(schemas.QUARANTINED, self.quarantine)
+
+    def stats(self) -> PromptStats:
+        n = max(self.prompts, 1)
+        stats: PromptStats = {
+            "dialogues_in": self.dialogues_in,
+            "dialogues_prompted": self.dialogues_prompted,
+            "prompts": self.prompts,
+            "quarantined": len(self.quarantine),
+            "quarantined_by_reason": dict(Counter(q["reason_code"] for q in self.quarantine)),
+            "family_share": {f: round(self.family.get(f, 0) / n, 4) for f in self.settings.task_families},
+            "family_target": {f: v.target_share for f, v in self.settings.task_families.items()},
+        }
+        if stats["dialogues_in"] != stats["dialogues_prompted"] + len(self.quarantine):
+            raise AssertionError(f"prompt stage lost dialogues: {stats}")
+        return stats
+
+
 def build_prompts(
     dialogues: pa.Table, turns: pa.Table, library: pa.Table, output_schemas: dict[str, dict[str, Any]],
     settings: Settings, ds: str,
 ) -> PromptResult:
-    env = template_env()
-    cfg = settings.prompts
-    instr = library.to_pylist()
+    """Prompts for whole tables at once (``PromptBuilder`` part by part gives the same rows)."""
+    builder = PromptBuilder(library, output_schemas, settings, ds)
     by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in turns.to_pylist():
         by_dialogue[t["dialogue_id"]].append(t)
-    rows: list[dict[str, Any]] = []
-    quarantine: list[dict[str, Any]] = []
-    for d in dialogues.to_pylist():
-        did = d["dialogue_id"]
-        dturns = sorted(by_dialogue.get(did, []), key=lambda t: t["turn_idx"])
-        n_chars = sum(len(t["text"]) for t in dturns)
-        cands, weights = candidate_weights(instr, d["scene"], d["lang"], settings)
-        if not dturns:
-            quarantine.append(schemas.quarantine_row(did, d, STAGE, "no_turns", "dialogue has no turns in the turns table"))
-            continue
-        if n_chars > cfg.max_dialogue_chars:
-            quarantine.append(schemas.quarantine_row(
-                did, d, STAGE, "dialogue_too_long", f"{n_chars} chars > prompts.max_dialogue_chars={cfg.max_dialogue_chars}"))
-            continue
-        if not cands:
-            quarantine.append(schemas.quarantine_row(
-                did, d, STAGE, "no_instruction", f"no approved instruction for scene={d['scene']} lang={d['lang']}"))
-            continue
-        seed = stable_int(settings.seed, ds, did)
-        rng = np.random.default_rng(seed)
-        k = min(cfg.instructions_per_dialogue, len(cands))
-        picks = rng.choice(len(cands), size=k, replace=False, p=weights)
-        for pick in picks:
-            ins = cands[int(pick)]
-            variant = cfg.variants[int(rng.integers(len(cfg.variants)))]
-            schema = output_schemas[ins["output_schema_id"]]
-            messages = render_messages(env, lang=d["lang"], scene=d["scene"], turns=dturns, instruction=ins["text"],
-                                       variant=variant, fields=schema_fields(schema), domain=settings.domain_of(d["source"]))
-            rows.append({
-                "prompt_id": stable_id(did, ins["instruction_id"], ins["library_version"], TEMPLATE_ID, variant),
-                "dialogue_id": did,
-                "instruction_id": ins["instruction_id"],
-                "task_family": ins["task_family"],
-                "scene": d["scene"],
-                "lang": d["lang"],
-                "output_schema_id": ins["output_schema_id"],
-                "template_id": TEMPLATE_ID,
-                "variant": variant,
-                "messages": json.dumps(messages, ensure_ascii=False),
-                "sampling_weight": float(weights[int(pick)]),
-                "seed": seed,
-                "library_version": ins["library_version"],
-                "turn_span": f"{dturns[0]['turn_idx']}-{dturns[-1]['turn_idx']}",
-            })
-    fam = Counter(r["task_family"] for r in rows)
-    n = max(len(rows), 1)
-    stats: PromptStats = {
-        "dialogues_in": dialogues.num_rows,
-        "dialogues_prompted": len({r["dialogue_id"] for r in rows}),
-        "prompts": len(rows),
-        "quarantined": len(quarantine),
-        "quarantined_by_reason": dict(Counter(q["reason_code"] for q in quarantine)),
-        "family_share": {f: round(fam.get(f, 0) / n, 4) for f in settings.task_families},
-        "family_target": {f: v.target_share for f, v in settings.task_families.items()},
-    }
-    if stats["dialogues_in"] != stats["dialogues_prompted"] + len(quarantine):
-        raise AssertionError(f"prompt stage lost dialogues: {stats}")
-    return PromptResult(schemas.table(schemas.PROMPTS, rows), schemas.table(schemas.QUARANTINED, quarantine), stats)
+    prompts = builder.add(dialogues.to_pylist(), by_dialogue)
+    return PromptResult(prompts, builder.quarantined(), builder.stats())
+
+
+def shard_of(dialogue_id: str, n_shards: int) -> int:
+    """The shard bucket of a dialogue: all its prompts go together (they share a prefix)."""
+    return stable_int(dialogue_id) % n_shards
 
 
 def shard_prompts(prompts: pa.Table, n_shards: int) -> list[pa.Table]:
@@ -147,7 +180,7 @@ def shard_prompts(prompts: pa.Table, n_shards: int) -> list[pa.Table]:
     ids = prompts.column("dialogue_id").to_pylist()
     buckets: list[list[int]] = [[] for _ in range(n)]
     for i, did in enumerate(ids):
-        buckets[stable_int(did) % n].append(i)
+        buckets[shard_of(did, n)].append(i)
     return [prompts.take(pa.array(b, type=pa.int64())) for b in buckets if b] or [prompts]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,11 +30,16 @@ from dialinsight_core.config import CardSettings, ExportSettings, RetentionSetti
 from dialinsight_core.contracts import Baseline, ExportManifest, LatestMove, PublishOut
 from dialinsight_core.dedup_index import PublishedDialogues
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
-from dialinsight_core.publishing.exports import Example, write_exports
-from dialinsight_core.publishing.report import Previous, build_report, reject_reasons
+from dialinsight_core.publishing.exports import Example, ExportWriter
+from dialinsight_core.publishing.report import Previous, build_report, reject_reasons, report_columns
 from dialinsight_core.storage import LATEST_KEY, ObjectExistsError, ObjectStore
 
 STAGE = "publish"
+
+
+# a table given part by part, each call a fresh pass: publish streams every part to its file and keeps
+# only the report's columns, so its memory follows the part size, not the snapshot's
+Parts = Callable[[], Iterable[pa.Table]]
 
 
 @dataclass
@@ -46,10 +52,11 @@ class Snapshot:
     run_id: str
     params: dict[str, Any]
     lineage: dict[str, str]  # also columns of every published row
-    accepted: pa.Table  # PUBLISHED rows (examples.complete)
-    rejected: pa.Table  # PUBLISHED_REJECTED rows
+    accepted: Parts  # PUBLISHED rows (examples.complete), part by part
+    rejected: Parts  # PUBLISHED_REJECTED rows
+    record_ids_sha256: str  # ids_digest of the rows ``accepted`` yields: a committed snapshot is recognised by it
     quarantined: pa.Table
-    index: pa.Table  # DIALOGUE_INDEX rows of the dialogues this run kept
+    index: Parts  # DIALOGUE_INDEX rows of the dialogues this run kept
     ingest_stats: dict[str, Any]
     gx_prefix: str  # where the gate wrote this attempt's evidence; copied under gx/
     counts: dict[str, Any]  # the manifest's counts (records in, accepted, rejected, quarantined by stage)
@@ -182,36 +189,59 @@ def ids_digest(accepted: pa.Table) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
+def _write_parts(store: ObjectStore, key: str, parts: Iterable[pa.Table], schema: pa.Schema,
+                 each: Callable[[pa.Table], None] | None = None) -> pa.Table:
+    """Every part to ``key`` as row groups; returns the parts' ``report_columns``."""
+    kept = []
+    with store.table_writer(key, schema) as writer:
+        for part in parts:
+            part = part.cast(schema)
+            writer.write_table(part)
+            if each is not None:
+                each(part)
+            kept.append(report_columns(part))
+    return pa.concat_tables(kept) if kept else report_columns(schemas.table(schema, []))
+
+
 def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
-    """Write the immutable snapshot, then move ``latest.json``."""
-    accepted = snap.accepted.sort_by("prompt_id")
-    n = accepted.num_rows
+    """Write the immutable snapshot, then move ``latest.json``. Rows are streamed part by part in the
+    gate's order (a snapshot's identity is the digest of its sorted ids, not its row order)."""
     manifest_key = f"{snap.prefix}/manifest.json"
     if store.exists(manifest_key):  # the manifest is the commit marker of a snapshot
-        return _committed(store, snap, manifest_key, ids_digest(accepted))
+        return _committed(store, snap, manifest_key, snap.record_ids_sha256)
     # data files may exist from a publish that died before its manifest: rewrite them
-    store.write_table(f"{snap.prefix}/data/part-00000.parquet", accepted.cast(schemas.PUBLISHED))
-    store.write_table(f"{snap.prefix}/rejected/part-00000.parquet",
-                      snap.rejected.sort_by("prompt_id").cast(schemas.PUBLISHED_REJECTED))
+    library: set[str] = set()
+    with ExportWriter(store, snap.prefix, snap.exports, snap.mixin, snap.seed) as exports:
+        def each(part: pa.Table) -> None:
+            exports.add(part)
+            library.update(v for v in part.column("library_version").to_pylist() if v)
+
+        accepted = _write_parts(store, f"{snap.prefix}/data/part-00000.parquet", snap.accepted(), schemas.PUBLISHED, each)
+        exported = exports.close()
+    digest = ids_digest(accepted)
+    if digest != snap.record_ids_sha256:
+        raise AssertionError(f"publish wrote {accepted.num_rows} rows whose ids differ from the gate's accepted records")
+    rejected = _write_parts(store, f"{snap.prefix}/rejected/part-00000.parquet", snap.rejected(),
+                            schemas.PUBLISHED_REJECTED)
     store.write_table(f"{snap.prefix}/quarantined/part-00000.parquet", snap.quarantined.sort_by("record_id"))
-    index = snap.index  # what later runs dedup against
-    index = index.set_column(index.schema.get_field_index("snapshot_id"), "snapshot_id",
-                             pa.array([snap.snapshot_id] * index.num_rows, type=pa.string()))
-    store.write_table(f"{snap.prefix}/dialogues/index.parquet", index)
+    with store.table_writer(f"{snap.prefix}/dialogues/index.parquet", schemas.DIALOGUE_INDEX) as writer:
+        for index in snap.index():  # what later runs dedup against
+            index = index.cast(schemas.DIALOGUE_INDEX)
+            writer.write_table(index.set_column(index.schema.get_field_index("snapshot_id"), "snapshot_id",
+                                                pa.array([snap.snapshot_id] * index.num_rows, type=pa.string())))
     store.write_json(f"{snap.prefix}/ingest_stats.json", snap.ingest_stats)
     for key in store.list(snap.gx_prefix + "/"):
         store.write_bytes(f"{snap.prefix}/gx/{key[len(snap.gx_prefix) + 1:]}", store.read_bytes(key))
-    exported = write_exports(store, snap.prefix, accepted, snap.exports, snap.mixin, snap.seed)
     page, report_data = build_report(snapshot_id=snap.snapshot_id, uri=store.url(snap.prefix), accepted=accepted,
-                                     rejected=snap.rejected, counts=snap.counts, previous=previous_snapshot(store, snap),
+                                     rejected=rejected, counts=snap.counts, previous=previous_snapshot(store, snap),
                                      summary_md=snap.manifest.get("summary_md", ""), **snap.report)
     store.write_bytes(f"{snap.prefix}/report.html", page.encode())
-    library_version = sorted(set(accepted.column("library_version").to_pylist())) if n else []
-    store.write_bytes(f"{snap.prefix}/README.md", dataset_card(store.url(snap.prefix), snap, accepted,
+    library_version = sorted(library)
+    store.write_bytes(f"{snap.prefix}/README.md", dataset_card(store.url(snap.prefix), snap, accepted, rejected,
                                                                exported, library_version).encode())
     manifest = {
         **snap.lineage,
-        "record_ids_sha256": ids_digest(accepted),
+        "record_ids_sha256": digest,
         "ds": snap.ds,
         "run_id": snap.run_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -262,11 +292,13 @@ def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:
     latest, manifest = found
     base = latest["manifest"].rsplit("/", 1)[0]
     cols = ["prompt_id", "task_family", "output_text", "overall_score"]
-    tables = [store.read_table(f"{base}/{k}").select(cols) for k in manifest["files"]["data"]]
+    tables = [report_columns(schemas.table(schemas.PUBLISHED, []).select(cols))]
+    tables += [report_columns(pa.Table.from_batches([b])) for k in manifest["files"]["data"]
+               for b in store.open_parquet(f"{base}/{k}").iter_batches(batch_size=8192, columns=cols)]
     return Previous(latest["snapshot_id"], pa.concat_tables(tables))
 
 
-def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, exported: ExportManifest,
+def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, rejected: pa.Table, exported: ExportManifest,
                  library_version: list[str]) -> str:
     """The snapshot's ``README.md``: Hugging Face front matter (configs for ``load_dataset``) + the card."""
     langs = sorted({lang for lang in accepted.column("lang").to_pylist() if lang in LANG_NAMES}) if accepted.num_rows \
@@ -281,7 +313,7 @@ def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, exported: ExportM
         "counts": snap.counts, "exports": exported, "library_version": library_version,
         "by_family": dict(Counter(accepted.column("task_family").to_pylist()).most_common()),
         "by_lang": dict(Counter(accepted.column("lang").to_pylist()).most_common()),
-        "reject_reasons": reject_reasons(snap.rejected).most_common(5),
+        "reject_reasons": reject_reasons(rejected).most_common(5),
         "limitations": [*snap.card_settings.limitations, *snap.card.get("limitations", [])],
     })
 
@@ -293,8 +325,9 @@ def verify(store: ObjectStore, prefix: str) -> dict[str, Any]:
     manifest = store.read_json(f"{prefix}/manifest.json")
     problems: list[str] = []
     counts = manifest["counts"]
-    data = pa.concat_tables([store.read_table(f"{prefix}/{k}") for k in manifest["files"]["data"]])
-    rejected = pa.concat_tables([store.read_table(f"{prefix}/{k}") for k in manifest["files"]["rejected"]])
+    data = pa.concat_tables([store.open_parquet(f"{prefix}/{k}").read(columns=["prompt_id"]) for k in manifest["files"]["data"]])
+    rejected = pa.concat_tables([store.open_parquet(f"{prefix}/{k}").read(columns=["prompt_id"])
+                                 for k in manifest["files"]["rejected"]])
     if data.num_rows != counts["accepted"]:
         problems.append(f"data/ has {data.num_rows} rows, the manifest says {counts['accepted']} accepted")
     if ids_digest(data) != manifest["record_ids_sha256"]:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dialinsight_core import schemas
 from dialinsight_core.pii import Redactor
+from dialinsight_core.storage import ObjectStore
 
 
 def complete(records: pa.Table, prompts: pa.Table, instructions: pa.Table, dialogues: pa.Table,
@@ -46,6 +49,44 @@ def complete(records: pa.Table, prompts: pa.Table, instructions: pa.Table, dialo
         )
         rows.append(r)
     return schemas.table(schema, rows)
+
+
+class PromptLookup:
+    """A run's prompts found by id a part at a time, without the run's prompts in memory: a shard's
+    prompts are read when a part asks for one of them. Records reach publish shard by shard (score
+    reads one label shard at a time, the gate keeps its order), so each shard is read about once
+    per pass; memory holds the ids of every prompt (Arrow) and the last shard read."""
+
+    def __init__(self, store: ObjectStore, shard_keys: list[str]):
+        self.store, self.keys = store, shard_keys
+        ids = [store.open_parquet(k).read(columns=["prompt_id"]).column("prompt_id").combine_chunks() for k in shard_keys]
+        self.ids = pa.concat_arrays(ids) if ids else pa.array([], type=pa.string())
+        self.shard_of = np.repeat(np.arange(len(ids)), [len(i) for i in ids])
+        self._shard: tuple[int, pa.Table] | None = None
+        self.shards_read = 0
+
+    def _read(self, i: int) -> pa.Table:
+        if self._shard is None or self._shard[0] != i:
+            self._shard = (i, self.store.open_parquet(self.keys[i]).read(columns=["prompt_id", "messages"]))
+            self.shards_read += 1
+        return self._shard[1]
+
+    def take(self, prompt_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+        """``prompt_id`` and ``messages`` of these prompts (any order); KeyError for an unknown id."""
+        if self._shard is not None:  # the usual case: the part is still in the shard read last
+            shard = self._shard[1]
+            found = shard.filter(pc.is_in(shard.column("prompt_id"), value_set=prompt_ids))
+            if found.num_rows == len(pc.unique(prompt_ids)):
+                return found
+        pos = pc.index_in(prompt_ids, value_set=self.ids)
+        if pos.null_count:
+            missing = pc.filter(prompt_ids, pc.is_null(pos)).to_pylist()[:5]
+            raise KeyError(f"{pos.null_count} records name prompts that build_prompts did not write, e.g. {missing}")
+        parts = []
+        for i in np.unique(self.shard_of[pos.to_numpy()]):
+            shard = self._read(int(i))
+            parts.append(shard.filter(pc.is_in(shard.column("prompt_id"), value_set=prompt_ids)))
+        return pa.concat_tables(parts) if parts else schemas.table(schemas.PROMPTS, []).select(["prompt_id", "messages"])
 
 
 # the fields of a rejected row that carry the model's own words (and the evidence quoting them)

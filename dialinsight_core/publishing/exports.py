@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -114,29 +115,60 @@ def select_mixin(general: list[Example], n_domain: int, cfg: ExportSettings, see
     return [ranked[i % len(ranked)] for i in range(want)]
 
 
-def write_exports(store: ObjectStore, prefix: str, published: pa.Table, cfg: ExportSettings,
-                  mixin: list[Example], seed: int) -> ExportManifest:
-    """``exports/<format>/<split>.jsonl`` under ``prefix``; returns what was written, with counts."""
-    domain = domain_examples(published)
-    mixed = select_mixin(mixin, len(domain), cfg, seed)
-    by_split: dict[str, list[Example]] = {}
-    for ex in domain:
-        by_split.setdefault(split_of(ex.dialogue_id or "", cfg), []).append(ex)
-    for ex in mixed:  # general rows have no dialogue: split by their own id
-        by_split.setdefault(split_of(ex.example_id, cfg), []).append(ex)
-    files: dict[str, dict[str, str]] = {}
-    for fmt in [*cfg.formats, "provenance"]:
-        for split, examples in sorted(by_split.items()):
-            key = f"{prefix}/exports/{fmt}/{split}.jsonl"
-            lines = [json.dumps(_row(fmt, ex), ensure_ascii=False) for ex in examples]
-            store.write_bytes(key, ("\n".join(lines) + "\n" if lines else "").encode())
-            files.setdefault(fmt, {})[split] = key.removeprefix(prefix + "/")
-    counts = {split: {"domain": sum(e.origin == "domain" for e in exs), "mixin": sum(e.origin == "mixin" for e in exs)}
-              for split, exs in sorted(by_split.items())}
-    dialogues = {split: len({e.dialogue_id for e in exs if e.dialogue_id}) for split, exs in by_split.items()}
-    return {"formats": list(cfg.formats), "files": files, "counts": counts, "dialogues": dialogues,
-            "validation_fraction": cfg.validation_fraction, "split_seed": cfg.split_seed,
-            "mixin": {"name": cfg.mixin.name, "uri": cfg.mixin.uri, "ratio": cfg.mixin.ratio, "rows": len(mixed)}}
+class ExportWriter:
+    """``exports/<format>/<split>.jsonl`` under ``prefix``, written as the accepted rows stream past
+    (``add`` a part at a time; each file is spooled to local disk, never held in memory); ``close``
+    appends the mix-in, which is sized by the domain rows seen, stores the files and returns what was
+    written, with counts. Within a split, domain rows come first, then the mix-in."""
+
+    def __init__(self, store: ObjectStore, prefix: str, cfg: ExportSettings, mixin: list[Example], seed: int):
+        self.store, self.prefix, self.cfg, self.mixin, self.seed = store, prefix, cfg, mixin, seed
+        self._stack = ExitStack()
+        self._files: dict[tuple[str, str], BinaryIO] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        self._dialogues: dict[str, set[str]] = {}
+        self._n_domain = 0
+
+    def __enter__(self) -> ExportWriter:
+        self._stack.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)  # an exception leaves no export file behind (spools are dropped)
+
+    def _write(self, split: str, ex: Example) -> None:
+        for fmt in [*self.cfg.formats, "provenance"]:
+            fh = self._files.get((fmt, split))
+            if fh is None:
+                key = f"{self.prefix}/exports/{fmt}/{split}.jsonl"
+                fh = self._files[(fmt, split)] = self._stack.enter_context(self.store.file_writer(key))
+            fh.write(json.dumps(_row(fmt, ex), ensure_ascii=False).encode() + b"\n")
+        counts = self._counts.setdefault(split, {"domain": 0, "mixin": 0})
+        counts[ex.origin] += 1
+        if ex.dialogue_id:
+            self._dialogues.setdefault(split, set()).add(ex.dialogue_id)
+
+    def add(self, published: pa.Table) -> None:
+        """Export one part of the snapshot's accepted (PUBLISHED) rows."""
+        for ex in domain_examples(published):
+            self._write(split_of(ex.dialogue_id or "", self.cfg), ex)
+            self._n_domain += 1
+
+    def close(self) -> ExportManifest:
+        mixed = select_mixin(self.mixin, self._n_domain, self.cfg, self.seed)
+        for ex in mixed:  # general rows have no dialogue: split by their own id
+            self._write(split_of(ex.example_id, self.cfg), ex)
+        files: dict[str, dict[str, str]] = {}
+        for fmt in [*self.cfg.formats, "provenance"]:
+            for split in sorted(self._counts):
+                files.setdefault(fmt, {})[split] = f"exports/{fmt}/{split}.jsonl"
+        self._stack.close()  # stores every spooled file
+        cfg = self.cfg
+        return {"formats": list(cfg.formats), "files": files,
+                "counts": {split: dict(c) for split, c in sorted(self._counts.items())},
+                "dialogues": {split: len(self._dialogues.get(split, ())) for split in self._counts},
+                "validation_fraction": cfg.validation_fraction, "split_seed": cfg.split_seed,
+                "mixin": {"name": cfg.mixin.name, "uri": cfg.mixin.uri, "ratio": cfg.mixin.ratio, "rows": len(mixed)}}
 
 
 def _provenance(ex: Example) -> dict[str, Any]:

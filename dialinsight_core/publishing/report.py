@@ -10,6 +10,7 @@ and fetches nothing (docs/dataset.md).
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import re
@@ -31,7 +32,16 @@ class Previous:
     """The snapshot before this one (the diff's baseline)."""
 
     snapshot_id: str
-    data: pa.Table  # its accepted rows (at least prompt_id, task_family, output_text, overall_score)
+    data: pa.Table  # its accepted rows' ``report_columns``
+
+
+def report_columns(rows: pa.Table) -> pa.Table:
+    """What the report reads of published (or rejected) rows: ids, strata, scores, reasons, and a
+    digest of the answer instead of its text, so a snapshot's report holds a few dozen bytes a row."""
+    keep = [c for c in ("prompt_id", "task_family", "scene", "lang", "overall_score", *(f"q_{d}" for d in DIMENSIONS),
+                        "reason_code") if c in rows.column_names]
+    digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest() for t in rows.column("output_text").to_pylist()]
+    return rows.select(keep).append_column("output_digest", pa.array(digests, type=pa.string()))
 
 
 def _svg(fig: Figure) -> str:
@@ -134,11 +144,11 @@ def shares(tbl: pa.Table, column: str) -> dict[str, float]:
 
 def diff(accepted: pa.Table, previous: Previous) -> dict[str, Any]:
     """New / removed / changed records (by id; changed = other answer or score) and the shifts."""
-    now = {r["prompt_id"]: r for r in accepted.select(["prompt_id", "task_family", "output_text", "overall_score"]).to_pylist()}
-    before = {r["prompt_id"]: r for r in previous.data.select(["prompt_id", "task_family", "output_text",
-                                                               "overall_score"]).to_pylist()}
+    cols = ["prompt_id", "task_family", "output_digest", "overall_score"]
+    now = {r["prompt_id"]: r for r in accepted.select(cols).to_pylist()}
+    before = {r["prompt_id"]: r for r in previous.data.select(cols).to_pylist()}
     common = set(now) & set(before)
-    changed = sorted(i for i in common if now[i]["output_text"] != before[i]["output_text"]
+    changed = sorted(i for i in common if now[i]["output_digest"] != before[i]["output_digest"]
                      or round(now[i]["overall_score"] or 0, 6) != round(before[i]["overall_score"] or 0, 6))
 
     def mean(rows: Any) -> float | None:

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from dialinsight_core import publishing, schemas
 from dialinsight_core.config import RULE_DIMENSIONS, Settings
@@ -47,7 +53,8 @@ from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
 from dialinsight_core.llm import Engine, model_name, sampling_dict
 from dialinsight_core.notify import strip_url_credentials
-from dialinsight_core.prompts import build_prompts, shard_prompts, shard_turns
+from dialinsight_core.parallel import available_cores, ordered_map
+from dialinsight_core.prompts import PromptBuilder, shard_of
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import gate_parts, remove_docs
@@ -128,23 +135,94 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     """Prompts from the latest human-approved library (``prompts.library_source: auto``) or the
     bundled one, cut into at most ``labeling.shards`` shards by dialogue."""
     k = ingest_out["keys"]
-    library = load_approved(ctx.store, ctx.settings) if ctx.settings.prompts.library_source == "auto" else None
+    store, settings = ctx.store, ctx.settings
+    library = load_approved(store, settings) if settings.prompts.library_source == "auto" else None
     if library is None:
-        library = load_library(ctx.settings)
-    turns = ctx.store.read_table(k["turns"], schemas.TURNS)
-    res = build_prompts(ctx.store.read_table(k["dialogues"], schemas.DIALOGUES), turns, library,
-                        load_output_schemas(ctx.settings), ctx.settings, ctx.ds)
-    keys = ctx.write_stage("prompts", {"prompts": res.prompts, "quarantined": res.quarantined,
-                                       "instructions": library}, res.stats)
-    shards: list[ShardRef] = []
-    cut = shard_prompts(res.prompts, ctx.settings.labeling.shards)
-    for i, (shard, shard_turns_tbl) in enumerate(zip(cut, shard_turns(turns, cut), strict=True)):
-        key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet")
-        ctx.store.write_table(key, shard)
-        turns_key = ctx.key(f"prompts/shards/turns-{i:05d}.parquet")
-        ctx.store.write_table(turns_key, shard_turns_tbl)
-        shards.append({"shard": i, "key": key, "n": shard.num_rows, "turns_key": turns_key})
-    return {"keys": cast(PromptKeys, keys), "stats": res.stats, "shards": shards}
+        library = load_library(settings)
+    dialogues = store.read_table(k["dialogues"], schemas.DIALOGUES)
+    builder = PromptBuilder(library, load_output_schemas(settings), settings, ctx.ds)
+    # the shard count is fixed before the prompts exist: at most one shard per possible prompt
+    n_buckets = max(1, min(settings.labeling.shards, dialogues.num_rows * settings.prompts.instructions_per_dialogue))
+    prompts_key = ctx.key("prompts/prompts.parquet")
+    spooled: dict[tuple[str, int], pq.ParquetWriter] = {}
+    rows: Counter[int] = Counter()
+    with tempfile.TemporaryDirectory(prefix="dialinsight-shards-") as tmp:
+        with ExitStack() as stack:
+            run_writer = stack.enter_context(store.table_writer(prompts_key, schemas.PROMPTS))
+
+            def spool(kind: str, bucket: int, tbl: pa.Table) -> None:
+                if (kind, bucket) not in spooled:
+                    spooled[kind, bucket] = stack.enter_context(
+                        pq.ParquetWriter(f"{tmp}/{kind}-{bucket:05d}.parquet", tbl.schema, compression="zstd"))
+                spooled[kind, bucket].write_table(tbl)
+
+            turn_batches = store.iter_batches(k["turns"], settings.prompts.batch_turns, schemas.TURNS)
+            for part_dialogues, part_turns in dialogue_parts(dialogues, turn_batches):
+                by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+                for t in part_turns.to_pylist():
+                    by_dialogue[t["dialogue_id"]].append(t)
+                prompts = builder.add(part_dialogues.to_pylist(), by_dialogue)
+                run_writer.write_table(prompts)
+                bucket_of = {did: shard_of(did, n_buckets) for did in prompts.column("dialogue_id").unique().to_pylist()}
+                for kind, tbl in (("prompts", prompts), ("turns", part_turns)):
+                    which = np.array([bucket_of.get(did, -1) for did in tbl.column("dialogue_id").to_pylist()], dtype=np.int64)
+                    for b in np.unique(which[which >= 0]):
+                        spool(kind, int(b), tbl.filter(pa.array(which == b)))
+                        if kind == "prompts":
+                            rows[int(b)] += int((which == b).sum())
+        # shards are numbered in bucket order, empty buckets dropped (as ``shard_prompts`` cuts a table)
+        shards: list[ShardRef] = []
+        for i, b in enumerate(sorted(rows)):
+            key, turns_key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet"), ctx.key(f"prompts/shards/turns-{i:05d}.parquet")
+            store.put_file(key, Path(f"{tmp}/prompts-{b:05d}.parquet"))
+            store.put_file(turns_key, Path(f"{tmp}/turns-{b:05d}.parquet"))
+            shards.append({"shard": i, "key": key, "n": rows[b], "turns_key": turns_key})
+    if not shards:  # nothing to label: one empty shard, as before
+        key, turns_key = ctx.key("prompts/shards/shard-00000.parquet"), ctx.key("prompts/shards/turns-00000.parquet")
+        store.write_table(key, schemas.table(schemas.PROMPTS, []))
+        store.write_table(turns_key, schemas.table(schemas.TURNS, []))
+        shards.append({"shard": 0, "key": key, "n": 0, "turns_key": turns_key})
+    stats = builder.stats()
+    keys = {"prompts": prompts_key, **ctx.write_stage("prompts", {"quarantined": builder.quarantined(),
+                                                                  "instructions": library}, stats)}
+    return {"keys": cast(PromptKeys, keys), "stats": stats, "shards": shards}
+
+
+def dialogue_parts(dialogues: pa.Table, turn_batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(dialogues, their turns) a part at a time, from turns streamed in batches. Ingest writes a
+    dialogue's turns together, so a part ends where a dialogue does (the last dialogue of a batch
+    waits for the next batch); turns of a dialogue that came back later would be a broken input and
+    raise. Dialogues without turns come last, with no turns (the builder quarantines them)."""
+    ids = dialogues.column("dialogue_id")
+    done: set[str] = set()
+    pending: pa.Table | None = None
+
+    def part(turns: pa.Table) -> tuple[pa.Table, pa.Table]:
+        part_ids = turns.column("dialogue_id").unique()
+        again = done.intersection(part_ids.to_pylist())
+        if again:
+            raise ValueError(f"the turns of dialogue {sorted(again)[0]} are not stored together (ingest writes them so)")
+        done.update(part_ids.to_pylist())
+        return dialogues.filter(pc.is_in(ids, value_set=part_ids)), turns
+
+    for batch in turn_batches:
+        turns = pa.Table.from_batches([batch])
+        if pending is not None:
+            turns = pa.concat_tables([pending, turns])
+        if not turns.num_rows:
+            continue
+        tid = turns.column("dialogue_id").to_numpy(zero_copy_only=False)
+        start = len(tid) - 1
+        while start > 0 and tid[start - 1] == tid[-1]:
+            start -= 1
+        pending = turns.slice(start)
+        if start:
+            yield part(turns.slice(0, start))
+    if pending is not None and pending.num_rows:
+        yield part(pending)
+    rest = dialogues.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(done), type=pa.string()))))
+    if rest.num_rows:
+        yield rest, schemas.table(schemas.TURNS, [])
 
 
 def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngine | None = None) -> LabelOut:
@@ -275,9 +353,8 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     """The snapshot of this run: complete training examples with lineage, rejected and quarantined
     beside them, exports, the dataset card."""
     store, settings = ctx.store, ctx.settings
-    prompts = store.read_table(prompts_out["keys"]["prompts"], schemas.PROMPTS)
     instructions = store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
-    dialogues = store.read_table(ingest_out["keys"]["dialogues"], schemas.DIALOGUES)
+    dialogues = store.open_parquet(ingest_out["keys"]["dialogues"]).read(columns=["dialogue_id", "source", "source_file"])
     quarantined = _collect_quarantine(ctx, [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
                                             *(o["keys"]["quarantined"] for o in label_outs)])
     lineage = {
@@ -287,18 +364,37 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         "code_version": code_version(),
     }
     sampling = sampling_dict(settings.engine)
+    cfg = settings.publishing
+    lookup = examples.PromptLookup(store, [s["key"] for s in prompts_out["shards"]] or [prompts_out["keys"]["prompts"]])
+    gated = {"accepted": gate_out["keys"]["accepted"], "rejected": gate_out["keys"]["rejected"]}
+    files = {name: store.open_parquet(key) for name, key in gated.items()}
+    n_rows = {name: pf.metadata.num_rows for name, pf in files.items()}
 
-    def complete(key: str, schema: pa.Schema, src: pa.Schema) -> pa.Table:
-        return examples.complete(store.read_table(key, src), prompts, instructions, dialogues, sampling, lineage, schema)
+    def complete(name: str) -> Iterator[pa.Table]:
+        """The gate's records of ``name`` as complete rows, a part of ``publishing.batch_rows`` at a time."""
+        schema, src = (schemas.PUBLISHED, schemas.SCORED) if name == "accepted" else \
+            (schemas.PUBLISHED_REJECTED, schemas.REJECTED)
+        for batch in store.iter_batches(gated[name], cfg.batch_rows, src):
+            part = pa.Table.from_batches([batch])
+            ids = part.column("dialogue_id")
+            yield examples.complete(part, lookup.take(part.column("prompt_id")), instructions,
+                                    dialogues.filter(pc.is_in(dialogues.column("dialogue_id"), value_set=ids)),
+                                    sampling, lineage, schema)
 
-    accepted = complete(gate_out["keys"]["accepted"], schemas.PUBLISHED, schemas.SCORED)
-    rejected = complete(gate_out["keys"]["rejected"], schemas.PUBLISHED_REJECTED, schemas.REJECTED)
-    rejected = examples.redact_answers(rejected)  # a pii_leak answer and its evidence never reach the snapshot
+    def rejected() -> Iterator[pa.Table]:
+        # a pii_leak answer and its evidence never reach the snapshot; re-tagging answers for names is
+        # publish's largest cost, so large runs spread it over worker processes
+        workers = (cfg.workers or available_cores()) if n_rows["rejected"] >= cfg.parallel_min_rows else 1
+        return ordered_map(examples.redact_answers, complete("rejected"), workers)
+
+    ids = files["accepted"].read(columns=["prompt_id"])
+    fingerprints = sorted({f for pf in files.values() for f in pf.read(columns=["model_fingerprint"]).column(0).to_pylist()
+                           if f}) or [model_fingerprint(settings)]  # nothing labeled: the configured model
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         "prompts": prompts_out["stats"]["prompts"],
-        "accepted": accepted.num_rows,
-        "rejected": rejected.num_rows,
+        "accepted": n_rows["accepted"],
+        "rejected": n_rows["rejected"],
         "quarantined": quarantined.num_rows,  # rows of quarantined/: dialogues and prompts, split below
         "quarantined_dialogues": ingest_out["stats"]["quarantined"] + prompts_out["stats"]["quarantined"],
         "quarantined_prompts": sum(o["stats"]["quarantined"] for o in label_outs),
@@ -313,8 +409,6 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                              f"{counts['quarantined_by_stage']}")
     gx = gate_out["gx"]
     judge = score_out["stats"]["judge"]
-    fingerprints = sorted({f for t in (accepted, rejected) for f in t.column("model_fingerprint").to_pylist() if f}) \
-        or [model_fingerprint(settings)]  # nothing labeled: the configured model
     audit = score_out["stats"]["audit"]
     limitations = []
     if audit.get("agreement") is not None and audit["agreement"] < 0.7:
@@ -324,8 +418,10 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     summary = summary_markdown(event)
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
-        lineage=lineage, accepted=accepted, rejected=rejected, quarantined=quarantined,
-        index=store.read_table(ingest_out["keys"]["index"], schemas.DIALOGUE_INDEX),
+        lineage=lineage, accepted=lambda: complete("accepted"), rejected=rejected,
+        record_ids_sha256=publishing.ids_digest(ids), quarantined=quarantined,
+        index=lambda: (pa.Table.from_batches([b]) for b in store.iter_batches(ingest_out["keys"]["index"], cfg.batch_rows,
+                                                                            schemas.DIALOGUE_INDEX)),
         ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,
         exports=settings.publishing.exports, mixin=read_mixin(settings.publishing.exports, settings), seed=settings.seed,
         card_settings=settings.publishing.card,

@@ -6,6 +6,7 @@ import io
 import json
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from dialinsight_core.runs.nightly import BatchGateFailed, RunContext, run_all
@@ -178,3 +179,39 @@ def test_dialogues_published_earlier_are_not_labeled_again(make_settings, fake_o
     stats = store.read_json(f"{snap2}/ingest_stats.json")
     assert stats["dialogues_kept"] == 3 and stats["duplicates"]["duplicate_of_published"] == 6
     assert nxt["counts"]["prompts"] == 6  # only the 3 new dialogues were prompted and labeled
+
+
+def test_publish_streams_in_parts_and_writes_what_one_part_writes(make_settings, fake_openai):
+    """Publish completes, redacts and writes a part of ``publishing.batch_rows`` rows at a time (rejected
+    answers redacted in worker processes): the snapshot holds what publishing it in one part holds,
+    and its files are written row group by row group."""
+    srv = fake_openai(planted_mix({"pii": 0.3, "repeat": 0.2}))
+    whole = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="20", DIALINSIGHT__GATES__MIN_MEAN__PII_LEAK="0",
+                      DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0", DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="1")
+    parts = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="20", DIALINSIGHT__GATES__MIN_MEAN__PII_LEAK="0",
+                      DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0", DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="1",
+                      DIALINSIGHT__PUBLISHING__BATCH_ROWS="3", DIALINSIGHT__PUBLISHING__WORKERS="2",
+                      DIALINSIGHT__PUBLISHING__PARALLEL_MIN_ROWS="1")
+    a = run_all(RunContext(whole, "2026-11-25", "manual__whole"))
+    b = run_all(RunContext(parts, "2026-11-25", "manual__parts"))
+    store = store_from_settings(whole)
+    snaps = [u.split(store.uri + "/")[1] for u in (a["snapshot_uri"], b["snapshot_uri"])]
+    per_run = ["snapshot_id", "config_hash", "cache_hit", "latency_s"]  # the second run is answered from the cache
+    for d in ("data", "rejected"):
+        one, many = (_read(store, f"{snap}/{d}/part-00000.parquet").drop(columns=per_run).sort_values("prompt_id")
+                     .reset_index(drop=True) for snap in snaps)
+        assert len(one) > 6, d
+        pd.testing.assert_frame_equal(one.astype(str), many.astype(str))
+    rejected = _read(store, f"{snaps[1]}/rejected/part-00000.parquet")
+    leaked = rejected[rejected.reason_code.str.contains("pii_leak")]
+    assert len(leaked) > 0 and leaked.output_text.str.contains(r"\[(?:PHONE|EMAIL|ID|NAME)", regex=True).all()
+    n_groups = pq.ParquetFile(io.BytesIO(store.read_bytes(f"{snaps[1]}/data/part-00000.parquet"))).num_row_groups
+    assert n_groups == -(-a["counts"]["accepted"] // 3)
+    manifests = [store.read_json(f"{snap}/manifest.json") for snap in snaps]
+    assert manifests[0]["record_ids_sha256"] == manifests[1]["record_ids_sha256"]
+    assert manifests[0]["exports"]["counts"] == manifests[1]["exports"]["counts"]
+    for fmt, splits in manifests[0]["exports"]["files"].items():
+        for key in splits.values():
+            lines = [sorted(store.read_bytes(f"{snap}/{key}").decode().splitlines()) for snap in snaps]
+            assert lines[0] == lines[1] and len(lines[0]) == a["counts"]["accepted"], fmt
+    assert manifests[0]["report"]["rates"] == manifests[1]["report"]["rates"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from dialinsight_core import schemas
 from dialinsight_core.ingest import ingest
 from dialinsight_core.instructions import load_library, load_output_schemas
@@ -85,3 +87,46 @@ def test_shards_keep_dialogues_together_and_are_bounded(settings):
         for d in sh.column("dialogue_id").to_pylist():
             assert owners.setdefault(d, i) == i
     assert len(shard_prompts(out.prompts.slice(0, 1), 8)) == 1
+
+
+def test_the_stage_streams_turns_and_cuts_what_whole_tables_cut(make_settings):
+    """run_build_prompts reads turns a few at a time (a part ends where a dialogue does) and writes
+    prompts and shards as it goes: the same prompts as build_prompts on whole tables, and the same
+    shards (prompts and turns) as shard_prompts / shard_turns cut from them."""
+    import pyarrow as pa
+
+    from dialinsight_core.prompts import shard_turns
+    from dialinsight_core.runs.nightly import RunContext, run_build_prompts, run_ingest
+
+    s = make_settings(DIALINSIGHT__INGEST__MAX_DIALOGUES="30", DIALINSIGHT__PROMPTS__BATCH_TURNS="7",
+                      DIALINSIGHT__LABELING__SHARDS="4", DIALINSIGHT__PROMPTS__MAX_DIALOGUE_CHARS="800")
+    ctx = RunContext(s, "2026-11-25", "manual__stream")
+    ing = run_ingest(ctx)
+    out = run_build_prompts(ctx, ing)
+    dialogues = ctx.store.read_table(ing["keys"]["dialogues"], schemas.DIALOGUES)
+    turns = ctx.store.read_table(ing["keys"]["turns"], schemas.TURNS)
+    whole = build_prompts(dialogues, turns, load_library(s), load_output_schemas(s), s, ctx.ds)
+    streamed = ctx.store.read_table(out["keys"]["prompts"], schemas.PROMPTS)
+    assert streamed.num_rows == whole.prompts.num_rows > 20
+    assert streamed.sort_by("prompt_id").equals(whole.prompts.sort_by("prompt_id"))
+    assert whole.stats["quarantined"] > 0 and out["stats"] == whole.stats  # a too-long dialogue is quarantined either way
+    quarantined = ctx.store.read_table(out["keys"]["quarantined"], schemas.QUARANTINED)
+    assert quarantined.sort_by("record_id").equals(whole.quarantined.sort_by("record_id"))
+    cut = shard_prompts(whole.prompts, 4)
+    cut_turns = shard_turns(turns, cut)
+    assert [sh["n"] for sh in out["shards"]] == [c.num_rows for c in cut]
+    for sh, want, want_turns in zip(out["shards"], cut, cut_turns, strict=True):
+        got = ctx.store.read_table(sh["key"], schemas.PROMPTS)
+        assert got.sort_by("prompt_id").equals(want.sort_by("prompt_id"))
+        got_turns = ctx.store.read_table(sh["turns_key"], schemas.TURNS)
+        assert got_turns.sort_by([("dialogue_id", "ascending"), ("turn_idx", "ascending")]).equals(
+            want_turns.sort_by([("dialogue_id", "ascending"), ("turn_idx", "ascending")]))
+    # turns of one dialogue stored apart are a broken input, not a silent half dialogue
+    from dialinsight_core.runs.nightly import dialogue_parts
+
+    first = turns.column("dialogue_id")[0].as_py()
+    mine = turns.filter(pa.compute.equal(turns.column("dialogue_id"), first))
+    broken = pa.concat_tables([mine.slice(0, 1), turns.filter(pa.compute.not_equal(turns.column("dialogue_id"), first)),
+                               mine.slice(1)])
+    with pytest.raises(ValueError, match="not stored together"):
+        list(dialogue_parts(dialogues, broken.to_batches(max_chunksize=5)))

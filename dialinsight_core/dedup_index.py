@@ -171,10 +171,12 @@ class DedupIndex:
         return merges
 
     # -- writing -----------------------------------------------------------------------------
-    def add(self, snapshot_id: str, dialogue_ids: list[str], content_hashes: list[str], sigs: np.ndarray) -> int:
-        """Index a committed snapshot's dialogues: one segment per bucket and kind, named after the
-        snapshot (a rerun rewrites the same files with the same rows). Returns the rows indexed."""
-        segment = snapshot_id.replace("/", "_") + ".parquet"
+    def add(self, snapshot_id: str, dialogue_ids: list[str], content_hashes: list[str], sigs: np.ndarray,
+            part: int = 0) -> int:
+        """Index a committed snapshot's dialogues (its ``part``-th slice of them): one segment per bucket
+        and kind, named after the snapshot and part (a rerun rewrites the same files with the same
+        rows). Returns the rows indexed."""
+        segment = snapshot_id.replace("/", "_") + (f"-{part:05d}" if part else "") + ".parquet"
         refs = np.array([ref_of(snapshot_id, d) for d in dialogue_ids], dtype=np.uint64)
         keys = band_keys(sigs, self.bands) if len(refs) else np.zeros((0, self.bands), dtype=np.uint64)
         flat_keys, flat_refs = keys.reshape(-1), np.repeat(refs, self.bands)
@@ -351,14 +353,26 @@ def _marker(prefix: str, snapshot_id: str) -> str:
     return f"{prefix}/indexed/{snapshot_id.replace('/', '_')}.json"
 
 
-def index_snapshot(store: ObjectStore, snapshot_id: str, index: pa.Table, buckets: int = 16,
+# a snapshot's dialogues are indexed this many at a time (one segment per bucket and kind each, which
+# the tiered merges fold): memory follows this, not the night's size
+INDEX_PART_ROWS = 65536
+
+
+def index_snapshot(store: ObjectStore, snapshot_id: str, index: Iterable[pa.Table] | pa.Table, buckets: int = 16,
                    prefix: str = PREFIX) -> int:
-    """Add a committed snapshot's DIALOGUE_INDEX rows to the persistent index, then mark it indexed
-    (a crash in between re-adds the same rows under the same segment names)."""
-    sigs = np.array(index.column("minhash").to_pylist(), dtype=np.uint64).reshape(index.num_rows, -1) \
-        if index.num_rows else np.zeros((0, 128), dtype=np.uint64)
-    n = DedupIndex(store, buckets=buckets, prefix=prefix).add(
-        snapshot_id, index.column("dialogue_id").to_pylist(), index.column("content_hash").to_pylist(), sigs)
+    """Add a committed snapshot's DIALOGUE_INDEX rows (a table, or its parts in a fixed order) to the
+    persistent index, then mark it indexed (a crash in between re-adds the same rows under the same
+    segment names)."""
+    parts = [index] if isinstance(index, pa.Table) else index
+    dedup, n = DedupIndex(store, buckets=buckets, prefix=prefix), 0
+    for i, part in enumerate(parts):
+        if not part.num_rows and i:
+            continue
+        minhash = part.column("minhash").combine_chunks()
+        sigs = minhash.flatten().to_numpy(zero_copy_only=False).astype(np.uint64).reshape(part.num_rows, -1) \
+            if part.num_rows else np.zeros((0, 128), dtype=np.uint64)
+        n += dedup.add(snapshot_id, part.column("dialogue_id").to_pylist(), part.column("content_hash").to_pylist(),
+                       sigs, part=i)
     store.write_json(_marker(prefix, snapshot_id), {"snapshot_id": snapshot_id, "dialogues": n})
     return n
 
@@ -374,7 +388,8 @@ def sync(store: ObjectStore, committed: list[tuple[str, str]], buckets: int = 16
             continue
         key = f"{snap_prefix}/dialogues/index.parquet"
         if store.exists(key):
-            index_snapshot(store, snapshot_id, store.read_table(key), buckets, prefix)
+            parts = (pa.Table.from_batches([b]) for b in store.iter_batches(key, INDEX_PART_ROWS))
+            index_snapshot(store, snapshot_id, parts, buckets, prefix)
             added.append(snapshot_id)
     return added
 

@@ -57,6 +57,9 @@ CACHE_SCHEMA = pa.schema([
 ])
 LOCK_STALE_S = 900.0  # a compactor that held the lock this long died: the lock is broken
 MERGE_RATIO = 4  # merge a bucket's last two segments while the older is < 4x the newer
+# rows per row group of a segment (sorted by key): a lookup reads a segment's key column, then whole
+# rows only of the groups that hold a key it asks for (storage.SortedParquet)
+SEGMENT_GROUP_ROWS = 4096
 
 
 def _name(kind: str, ns: int | None = None, rows: int | None = None) -> str:
@@ -100,7 +103,13 @@ class RequestCache:
         return out
 
     def _read(self, key: str, wanted: pa.Array | None) -> pa.Table | None:
+        """A chunk or segment (only the rows of ``wanted`` keys, when given: then only its key column
+        and the row groups that hold a wanted key are read, so a first night's requests, which miss,
+        never read an answer; segments are sorted by key in small row groups, so few groups hit)."""
         try:
+            if wanted is not None and key not in self._written:
+                self.files_read += 1
+                return self.store.sorted_reader(key, "request_key").read(wanted.to_pylist(), CACHE_SCHEMA)
             tbl = self._written[key] if key in self._written else self.store.read_table(key, CACHE_SCHEMA)
         except FileNotFoundError:
             raise
@@ -185,7 +194,7 @@ class RequestCache:
             merged = pa.concat_tables([older, newer])
             merged = merged.take(_first_per_key(merged)).sort_by("request_key")
             key = f"{self.prefix}/segments/b={bucket}/{_name('seg', newer_ns, merged.num_rows)}"
-            self.store.write_table(key, merged, overwrite=False)
+            self.store.write_table(key, merged, overwrite=False, row_group_rows=SEGMENT_GROUP_ROWS)
             for k in segments[-2:]:
                 self.store.delete(k)
             segments[-2:] = [key]
@@ -216,7 +225,7 @@ class RequestCache:
                 new = pa.concat_tables(parts)  # chunks in name (time) order: the first answer per key wins
                 new = new.take(_first_per_key(new)).sort_by("request_key")
                 key = f"{self.prefix}/segments/b={b}/{_name('seg', rows=new.num_rows)}"
-                self.store.write_table(key, new, overwrite=False)
+                self.store.write_table(key, new, overwrite=False, row_group_rows=SEGMENT_GROUP_ROWS)
                 rows += new.num_rows
                 merges += self._merge_tail(b, [*sorted(segments.get(b, [])), key], new)
             for k in absorbed:

@@ -42,13 +42,17 @@ def test_band_keys_equal_bands_equal_keys():
     assert len(set(band_keys(sigs).reshape(-1).tolist())) == 48  # distinct documents: distinct keys
 
 
-def test_lookup_matches_in_memory_lsh(store):
-    """Same exact and near hits as the in-memory LSH over the same published documents."""
+@pytest.mark.parametrize("part_rows", [None, 37], ids=["whole", "in parts"])
+def test_lookup_matches_in_memory_lsh(store, part_rows):
+    """Same exact and near hits as the in-memory LSH over the same published documents, whether the
+    snapshot was indexed whole or part by part (as ``sync`` reads a large one)."""
     old = docs(300, 2)
     mh = MinHasher()
-    index_snapshot(store, "2026-11-01/run_a", table(DIALOGUE_INDEX, [
+    published = table(DIALOGUE_INDEX, [
         {"dialogue_id": f"d{i}", "content_hash": f"{i:064x}", "minhash": mh.signature(t).tolist(), "snapshot_id": ""}
-        for i, t in enumerate(old)]))
+        for i, t in enumerate(old)])
+    parts = published if part_rows is None else (published.slice(i, part_rows) for i in range(0, 300, part_rows))
+    assert index_snapshot(store, "2026-11-01/run_a", parts) == 300
     rng = random.Random(3)
     new = [old[5], old[7].replace("0", "1", 2) + " ok", *docs(50, 4), old[11][:-10]]
     hashes = [f"{5:064x}", "f" * 64, *("e" * 64 for _ in range(50)), "d" * 64]

@@ -262,3 +262,47 @@ def test_compaction_is_size_tiered_and_keeps_the_first_answer(tmp_path):
         assert all(a >= MERGE_RATIO * b for a, b in itertools.pairwise(sizes)), sizes
     found = cache.lookup([row(i, "")["request_key"] for i in range(40 * 160)])
     assert len(found) == 6400 and {r["output_text"] for r in found.values()} == {"first"}
+
+
+def test_cache_lookup_reads_only_the_segment_row_groups_holding_its_keys(tmp_path, monkeypatch):
+    """Segments are sorted by key in row groups of SEGMENT_GROUP_ROWS: a lookup reads their key
+    column, and whole rows only of the groups that hold a key it asks for; the first answer per key
+    still wins across segments."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from dialinsight_core import storage
+    from dialinsight_core.inference.cache import SEGMENT_GROUP_ROWS
+    from dialinsight_core.storage import FileObjectStore
+
+    store = FileObjectStore(tmp_path)
+
+    def row(i: int, answer: str) -> dict:
+        return {"request_key": hashlib.sha256(str(i).encode()).hexdigest(), "prompt_id": f"p{i}", "output_text": answer,
+                "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.0, "error_code": None,
+                "error_detail": None, "model": "m", "engine": "e", "created_at": 0.0}
+
+    writer = RequestCache(store, "cache", buckets=1)
+    writer.flush([row(i, "first") for i in range(5 * SEGMENT_GROUP_ROWS)])
+    writer.compact()
+    writer.flush([row(i, "later") for i in range(0, 5 * SEGMENT_GROUP_ROWS, 1000)] + [row(10**6, "new")])
+    writer.compact()
+    segments = writer._segments()["all"]
+    assert len(segments) == 2 and pq.ParquetFile(tmp_path / segments[0]).num_row_groups == 5
+    reads: list[tuple[int, int]] = []
+    real = storage.SortedParquet.read
+
+    def counted(self, values, schema=None):
+        out = real(self, values, schema)
+        reads.append((self.row_groups_read, self.pf.metadata.num_row_groups))
+        return out
+
+    monkeypatch.setattr(storage.SortedParquet, "read", counted)
+    asked = [row(7, "")["request_key"], row(10**6, "")["request_key"], *(row(-i, "")["request_key"] for i in range(1, 200))]
+    found = RequestCache(store, "cache", buckets=1).lookup(asked)  # a fresh process: nothing in memory
+    assert {k: r["output_text"] for k, r in found.items()} == {asked[0]: "first", asked[1]: "new"}
+    big = [r for r in reads if r[1] == 5]
+    assert big == [(1, 5)]  # 200 keys asked, 199 of them absent: one group of five read whole
+    again = RequestCache(store, "cache", buckets=1).lookup([row(0, "")["request_key"]])
+    assert next(iter(again.values()))["output_text"] == "first"  # the older segment's answer wins

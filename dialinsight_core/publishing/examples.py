@@ -96,7 +96,8 @@ ANSWER_FIELDS = ("output_text", "output_json", "quality_findings", "reason_detai
 def redact_answers(rejected: pa.Table) -> pa.Table:
     """Rejected rows are published so a person can read why; some were rejected *because* the answer
     leaks personal data (``pii_leak``), and the evidence quotes it. Redact the answer, the assistant
-    message and every field quoting it with the ingest redactor before they reach a snapshot."""
+    message (of complete rows; ``complete`` makes it from the answer) and every field quoting it with
+    the ingest redactor before they reach a snapshot."""
     rows = rejected.to_pylist()
     for r in rows:
         redact = Redactor()
@@ -104,6 +105,6 @@ def redact_answers(rejected: pa.Table) -> pa.Table:
         for f in ANSWER_FIELDS:
             if isinstance(r.get(f), str):
                 r[f] = redact(r[f])
-        if r["messages"] and r["messages"][-1]["role"] == "assistant":
+        if r.get("messages") and r["messages"][-1]["role"] == "assistant":
             r["messages"][-1] = {"role": "assistant", "content": r["output_text"] or ""}
     return pa.Table.from_pylist(rows, schema=rejected.schema)

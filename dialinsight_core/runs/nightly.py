@@ -374,18 +374,19 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         """The gate's records of ``name`` as complete rows, a part of ``publishing.batch_rows`` at a time."""
         schema, src = (schemas.PUBLISHED, schemas.SCORED) if name == "accepted" else \
             (schemas.PUBLISHED_REJECTED, schemas.REJECTED)
-        for batch in store.iter_batches(gated[name], cfg.batch_rows, src):
-            part = pa.Table.from_batches([batch])
+        parts: Iterable[pa.Table] = (pa.Table.from_batches([b]) for b in store.iter_batches(gated[name], cfg.batch_rows, src))
+        if name == "rejected":
+            # a pii_leak answer and its evidence never reach the snapshot. Re-tagging answers for names is
+            # publish's largest cost, so large runs spread it over worker processes; they get the records
+            # before completion (the answer fields, not the prompts), and the assistant message is made
+            # from the redacted answer
+            workers = (cfg.workers or available_cores()) if n_rows["rejected"] >= cfg.parallel_min_rows else 1
+            parts = ordered_map(examples.redact_answers, parts, workers)
+        for part in parts:
             ids = part.column("dialogue_id")
             yield examples.complete(part, lookup.take(part.column("prompt_id")), instructions,
                                     dialogues.filter(pc.is_in(dialogues.column("dialogue_id"), value_set=ids)),
                                     sampling, lineage, schema)
-
-    def rejected() -> Iterator[pa.Table]:
-        # a pii_leak answer and its evidence never reach the snapshot; re-tagging answers for names is
-        # publish's largest cost, so large runs spread it over worker processes
-        workers = (cfg.workers or available_cores()) if n_rows["rejected"] >= cfg.parallel_min_rows else 1
-        return ordered_map(examples.redact_answers, complete("rejected"), workers)
 
     ids = files["accepted"].read(columns=["prompt_id"])
     fingerprints = sorted({f for pf in files.values() for f in pf.read(columns=["model_fingerprint"]).column(0).to_pylist()
@@ -418,7 +419,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     summary = summary_markdown(event)
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
-        lineage=lineage, accepted=lambda: complete("accepted"), rejected=rejected,
+        lineage=lineage, accepted=lambda: complete("accepted"), rejected=lambda: complete("rejected"),
         record_ids_sha256=publishing.ids_digest(ids), quarantined=quarantined,
         index=lambda: (pa.Table.from_batches([b]) for b in store.iter_batches(ingest_out["keys"]["index"], cfg.batch_rows,
                                                                             schemas.DIALOGUE_INDEX)),

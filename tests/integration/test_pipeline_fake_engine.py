@@ -205,6 +205,8 @@ def test_publish_streams_in_parts_and_writes_what_one_part_writes(make_settings,
     rejected = _read(store, f"{snaps[1]}/rejected/part-00000.parquet")
     leaked = rejected[rejected.reason_code.str.contains("pii_leak")]
     assert len(leaked) > 0 and leaked.output_text.str.contains(r"\[(?:PHONE|EMAIL|ID|NAME)", regex=True).all()
+    assert all(m[-1]["role"] == "assistant" and m[-1]["content"] == t for m, t in zip(leaked.messages, leaked.output_text,
+                                                                                      strict=True))
     n_groups = pq.ParquetFile(io.BytesIO(store.read_bytes(f"{snaps[1]}/data/part-00000.parquet"))).num_row_groups
     assert n_groups == -(-a["counts"]["accepted"] // 3)
     manifests = [store.read_json(f"{snap}/manifest.json") for snap in snaps]

@@ -107,10 +107,14 @@ class RequestCache:
         and the row groups that hold a wanted key are read, so a first night's requests, which miss,
         never read an answer; segments are sorted by key in small row groups, so few groups hit)."""
         try:
-            if wanted is not None and key not in self._written:
-                self.files_read += 1
-                return self.store.sorted_reader(key, "request_key").read(wanted.to_pylist(), CACHE_SCHEMA)
-            tbl = self._written[key] if key in self._written else self.store.read_table(key, CACHE_SCHEMA)
+            if key in self._written:
+                tbl = self._written[key]
+                if wanted is not None:
+                    tbl = tbl.filter(pc.is_in(tbl["request_key"], value_set=wanted))
+            elif wanted is not None:
+                tbl = self.store.sorted_reader(key, "request_key").read(wanted, CACHE_SCHEMA)
+            else:
+                tbl = self.store.read_table(key, CACHE_SCHEMA)
         except FileNotFoundError:
             raise
         except Exception as exc:  # a torn chunk: its requests are sent again
@@ -118,7 +122,7 @@ class RequestCache:
             self.unreadable.append(key)
             return None
         self.files_read += 1
-        return tbl.filter(pc.is_in(tbl["request_key"], value_set=wanted)) if wanted is not None else tbl
+        return tbl
 
     def lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Cached rows of ``keys`` (first answer per key wins)."""

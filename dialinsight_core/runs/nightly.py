@@ -167,9 +167,10 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
                 for kind, tbl in (("prompts", prompts), ("turns", part_turns)):
                     which = np.array([bucket_of.get(did, -1) for did in tbl.column("dialogue_id").to_pylist()], dtype=np.int64)
                     for b in np.unique(which[which >= 0]):
-                        spool(kind, int(b), tbl.filter(pa.array(which == b)))
+                        mine = which == b
+                        spool(kind, int(b), tbl.filter(pa.array(mine)))
                         if kind == "prompts":
-                            rows[int(b)] += int((which == b).sum())
+                            rows[int(b)] += int(mine.sum())
         # shards are numbered in bucket order, empty buckets dropped (as ``shard_prompts`` cuts a table)
         shards: list[ShardRef] = []
         for i, b in enumerate(sorted(rows)):
@@ -199,10 +200,11 @@ def dialogue_parts(dialogues: pa.Table, turn_batches: Iterable[pa.RecordBatch]) 
 
     def part(turns: pa.Table) -> tuple[pa.Table, pa.Table]:
         part_ids = turns.column("dialogue_id").unique()
-        again = done.intersection(part_ids.to_pylist())
+        listed = part_ids.to_pylist()
+        again = done.intersection(listed)
         if again:
             raise ValueError(f"the turns of dialogue {sorted(again)[0]} are not stored together (ingest writes them so)")
-        done.update(part_ids.to_pylist())
+        done.update(listed)
         return dialogues.filter(pc.is_in(ids, value_set=part_ids)), turns
 
     for batch in turn_batches:
@@ -365,7 +367,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     }
     sampling = sampling_dict(settings.engine)
     cfg = settings.publishing
-    lookup = examples.PromptLookup(store, [s["key"] for s in prompts_out["shards"]] or [prompts_out["keys"]["prompts"]])
+    lookup = examples.PromptLookup(store, [s["key"] for s in prompts_out["shards"]])  # build_prompts writes >= 1 shard
     gated = {"accepted": gate_out["keys"]["accepted"], "rejected": gate_out["keys"]["rejected"]}
     files = {name: store.open_parquet(key) for name, key in gated.items()}
     n_rows = {name: pf.metadata.num_rows for name, pf in files.items()}

@@ -472,6 +472,58 @@ class PublishingSettings(_Model):
     retention: RetentionSettings = RetentionSettings()
 
 
+class FinetuneSettings(_Model):
+    """Chat-template SFT of ``evaluate.base_model`` (docs/evaluation.md): LoRA by default, full
+    fine-tuning with ``lora_rank: 0``."""
+
+    max_steps: int = Field(default=24, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    max_length: int = Field(default=1024, ge=32)  # longer examples are skipped and counted, never cut
+    lora_rank: int = Field(default=8, ge=0)  # 0 = full fine-tuning
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    checkpoint_every: int = Field(default=8, ge=1)  # steps between checkpoints in the object store
+    max_rows: int = Field(default=0, ge=0)  # training rows drawn from the export (0 = all)
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int = Field(default=0, ge=0)  # torch threads on CPU (0 = torch's default)
+
+
+class GeneralEvalSettings(_Model):
+    """Multiple-choice general-ability sets (``root``/<set>/test.jsonl), scored by log-likelihood."""
+
+    root: str = "data/general_eval"
+    sets: list[str] = Field(default_factory=lambda: ["mmlu_redux_en", "gaokao_bench_zh", "agieval_gaokao_zh"])
+    items_per_set: int = Field(default=32, ge=0)  # stratified by subject; 0 = every item
+    seed: int = 0
+    max_length: int = Field(default=2048, ge=64)
+
+
+class RegressionSettings(_Model):
+    """What a drop in general accuracy (after - before, in points) does to the evaluation run."""
+
+    max_general_drop_points: float = Field(default=5.0, ge=0)
+    action: Literal["warn", "fail"] = "warn"
+
+
+class EvaluateSettings(_Model):
+    """The ``dialinsight_evaluate`` DAG: fine-tune on a snapshot, domain and general before -> after."""
+
+    base_model: str | None = None  # a transformers model folder or hub id; null = engine.model
+    prefix: str = "eval"  # folder beside the snapshot's files
+    ablation: bool = True  # also fine-tune on an equal-size sample of accepted + rejected rows
+    domain_prompts: int = Field(default=24, ge=0)  # held-out prompts answered per model (0 = all)
+    max_new_tokens: int = Field(default=256, ge=1)
+    finetune: FinetuneSettings = FinetuneSettings()
+    general: GeneralEvalSettings = GeneralEvalSettings()
+    regression: RegressionSettings = RegressionSettings()
+    queue: str = "default"  # Celery queue of the model tasks ("gpu" in docker-compose)
+
+
 class Settings(_Model):
     seed: int = 20240314
     storage: StorageSettings = StorageSettings()
@@ -489,6 +541,7 @@ class Settings(_Model):
     publishing: PublishingSettings = PublishingSettings()
     airflow: AirflowSettings = AirflowSettings()
     notifications: NotificationSettings = NotificationSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

@@ -17,7 +17,7 @@ from typing import Any
 
 from dialinsight_core.errors import BatchGateFailed, DataVerdict, TooManyFailures
 
-EVENTS = ("task_failed", "run_succeeded", "run_late")
+EVENTS = ("task_failed", "run_succeeded", "run_late", "evaluated")
 
 _URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
 
@@ -178,6 +178,24 @@ def success_message(*, dag_id: str, event: dict[str, Any], run_url: str | None) 
                        "snapshot_id": event["snapshot_id"], "snapshot_uri": event["uri"], "report": event["report"],
                        "counts": dict(c), "accept_rate": event["accept_rate"], "top_reject_reasons": dict(reasons),
                        "run_url": run_url})
+
+
+def eval_message(*, dag_id: str, event: dict[str, Any], run_url: str | None) -> Message:
+    """The evaluation's headline (``dialinsight_evaluate``), from its asset event's extra."""
+    pts = event.get("general_delta_points")
+    lines = [f"{'WARNING' if event.get('regressed') else 'OK'}: {dag_id} evaluated snapshot {event['snapshot_id']} "
+             f"on {event['base_model']}.",
+             f"Domain score {event['domain_before']} -> {event['domain_after']} (held-out prompts, fine-tuned on accepted rows); "
+             f"ablation with rejected rows: {event.get('domain_after_ablation')}.",
+             f"General accuracy {event['general_before']} -> {event['general_after']} "
+             f"({'n/a' if pts is None else f'{pts:+.1f}'} points, 95 % CI {event.get('general_delta_ci95')}).",
+             f"Report: {event['report']}"]
+    if run_url:
+        lines.append(f"Run: {run_url}")
+    return Message("evaluated", "warning" if event.get("regressed") else "info",
+                   f"[dialinsight] {'REGRESSION' if event.get('regressed') else 'OK'} {dag_id} {event['snapshot_id']}: "
+                   f"domain {event['domain_before']} -> {event['domain_after']}, general "
+                   f"{'n/a' if pts is None else f'{pts:+.1f}'} points", tuple(lines), dict(event, dag_id=dag_id, run_url=run_url))
 
 
 def created_late(dag_run: dict[str, Any], deadline_time: str) -> bool:

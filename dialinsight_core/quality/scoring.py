@@ -179,43 +179,55 @@ def _cheap_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instr_by_
     yield from ordered_map(_cheap_part, jobs, workers)
 
 
+def cheap_dimensions(label: dict[str, Any], task_family: str, lang: str, dialogue_text: str, instruction_text: str,
+                     prompt_text: str, expected_fields: list[str], schema: dict[str, Any], settings: Settings,
+                     times: dict[str, float] | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Rules, grounding and coverage of one answer (``label``: output_text, output_json,
+    finish_reason); the judge's dimensions are None. What the score stage and the evaluation of a
+    fine-tuned model's answers (``evaluate.domain``) both measure."""
+    q = settings.quality
+    fam = settings.task_families[task_family]
+    ctx = rules.RuleContext(task_family, lang, dialogue_text, instruction_text, schema, fam.min_chars, fam.max_chars,
+                            task_family not in q.boilerplate_exempt_families, fam.form)
+    a = time.perf_counter()
+    dims: dict[str, float | None]
+    dims, findings = rules.score_record(label, ctx, q.shingle_size, q.echo_shingle_size)  # type: ignore[assignment]
+    b = time.perf_counter()
+    facts_text = rules.content_text(label["output_text"], label["output_json"], numbers=False,
+                                    skip_keys=NOT_CLAIMS | rules.label_keys(schema))  # field names are not claims
+    dims["grounding"], unsupported = grounding.score_grounding(facts_text, dialogue_text, prompt_text,
+                                                               tuple(q.amenities), fam.lexical_support)
+    content = rules.content_text(label["output_text"], label["output_json"])
+    dims["coverage"], missing = grounding.score_coverage(content, label["output_json"], expected_fields, schema)
+    if times is not None:
+        times["rules"] += b - a
+        times["grounding"] += time.perf_counter() - b
+    if unsupported:
+        findings["grounding"] = {"unsupported_facts": unsupported[:20]}
+    if missing:
+        findings["coverage"] = {"missing_fields": missing}
+    dims.update(dict.fromkeys(JUDGE_DIMENSIONS))
+    return dims, findings
+
+
 def _cheap_layers(labels: pa.Table, prompts: pa.Table, turns: pa.Table, instr_by_id: dict[str, dict[str, Any]],
                   output_schemas: dict[str, dict[str, Any]], settings: Settings, times: dict[str, float]) -> list[dict[str, Any]]:
     """Rules and grounding on every label of a part: its rows, with the judge's inputs kept aside."""
     q = settings.quality
     prompt_by_id = {p["prompt_id"]: p for p in prompts.to_pylist()}
     dialogue_text, dialogue_named = _dialogue_texts(turns, settings)
-    amenities = tuple(q.amenities)
     rows: list[dict[str, Any]] = []
     for label in labels.to_pylist():
         p = prompt_by_id[label["prompt_id"]]
-        fam = settings.task_families[p["task_family"]]
         instr = instr_by_id.get(p["instruction_id"], {})
         messages = json.loads(p["messages"])
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
         prompt_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
         dtext = dialogue_text.get(p["dialogue_id"], "")
         schema = output_schemas[p["output_schema_id"]]
-        ctx = rules.RuleContext(p["task_family"], p["lang"], dtext, f"{system}\n{instr.get('text', '')}", schema,
-                                fam.min_chars, fam.max_chars, p["task_family"] not in q.boilerplate_exempt_families,
-                                fam.form)
-        a = time.perf_counter()
-        dims, findings = rules.score_record(label, ctx, q.shingle_size, q.echo_shingle_size)
-        b = time.perf_counter()
-        facts_text = rules.content_text(label["output_text"], label["output_json"], numbers=False,
-                                        skip_keys=NOT_CLAIMS | rules.label_keys(schema))  # field names are not claims
-        dims["grounding"], unsupported = grounding.score_grounding(facts_text, dtext, prompt_text, amenities,
-                                                                   fam.lexical_support)
         expected = json.loads(instr.get("expected_fields") or "[]")
-        content = rules.content_text(label["output_text"], label["output_json"])
-        dims["coverage"], missing = grounding.score_coverage(content, label["output_json"], expected, schema)
-        times["rules"] += b - a
-        times["grounding"] += time.perf_counter() - b
-        if unsupported:
-            findings["grounding"] = {"unsupported_facts": unsupported[:20]}
-        if missing:
-            findings["coverage"] = {"missing_fields": missing}
-        dims.update(dict.fromkeys(JUDGE_DIMENSIONS))
+        dims, findings = cheap_dimensions(label, p["task_family"], p["lang"], dtext, f"{system}\n{instr.get('text', '')}",
+                                          prompt_text, expected, schema, settings, times)
         cheap = overall(dims, q.weights)
         row = {c: p[c] for c in schemas.PROMPT_CONTEXT_COLUMNS}
         row.update(label)

@@ -58,7 +58,7 @@ def env_secrets(api_key_env: str | None) -> list[str]:
 
 
 class DialinsightNotifier(BaseNotifier):
-    """Tells the team about a run (docs/operations.md). ``event``: task_failed | run_succeeded | run_late."""
+    """Tells the team about a run (docs/operations.md). ``event``: task_failed | run_succeeded | run_late | evaluated."""
 
     def __init__(self, event: str = "task_failed", context: Any = None) -> None:
         super().__init__(context)
@@ -84,13 +84,14 @@ class DialinsightNotifier(BaseNotifier):
                                        hours=n.deadline_hours,
                                        run_url=run_url(dag_run.get("dag_id", "?"), dag_run.get("dag_run_id", "?")))
         ti, dag_run = context["ti"], context.get("dag_run")
-        if self.event == "run_succeeded":
+        if self.event in ("run_succeeded", "evaluated"):
             out = ti.xcom_pull(task_ids=ti.task_id) or {}
             event = out.get("asset_extra")
             if not event:
-                log.warning("run summary not sent: task %s returned no snapshot event", ti.task_id)
+                log.warning("run summary not sent: task %s returned no asset event", ti.task_id)
                 return None
-            return notify.success_message(dag_id=ti.dag_id, event=event, run_url=run_url(ti.dag_id, ti.run_id))
+            build = notify.success_message if self.event == "run_succeeded" else notify.eval_message
+            return build(dag_id=ti.dag_id, event=event, run_url=run_url(ti.dag_id, ti.run_id))
         logical = getattr(dag_run, "logical_date", None)
         try:
             log_url = ti.log_url
@@ -115,7 +116,7 @@ class DialinsightNotifier(BaseNotifier):
 
     def _wanted(self, settings: Any) -> bool:
         n = settings.notifications
-        return {"task_failed": n.on_failure, "run_succeeded": n.on_success,
+        return {"task_failed": n.on_failure, "run_succeeded": n.on_success, "evaluated": n.on_success,
                 "run_late": n.deadline_hours is not None}[self.event]
 
     # -- sending ---------------------------------------------------------------------------------

@@ -117,3 +117,20 @@ def test_snapshot_asset_links_publish_to_the_check_dag(dagbag):
     assert [a.name for a in check.timetable.asset_condition.objects] == ["dialinsight_snapshot"]
     for t in check.tasks:
         assert t.retries >= 1 and t.on_failure_callback and t.execution_timeout is not None
+
+
+def test_evaluate_dag_runs_on_each_snapshot_and_serialises_its_models(dagbag):
+    """dialinsight_evaluate: scheduled on the snapshot asset, its model tasks in the engine pool (one
+    fine-tune at a time on a worker), the report emits the evaluation asset and notifies."""
+    dag = dagbag.dags["dialinsight_evaluate"]
+    assert dag.catchup is False and dag.max_active_runs == 1 and dag.doc_md
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["dialinsight_snapshot"]
+    assert set(dag.task_dict) == {"plan", "model", "report"}
+    model = dag.get_task("model")
+    assert model.pool == "llm_engine"
+    assert [o.name for o in dag.get_task("report").outlets] == ["dialinsight_evaluation"]
+    assert dag.get_task("report").on_success_callback
+    for t in dag.tasks:
+        assert t.retries >= 1 and t.on_failure_callback and t.execution_timeout is not None, t.task_id
+    dag.params.validate()
+    assert set(dag.params) == {"snapshot_uri"}

@@ -85,6 +85,8 @@ def test_nightly_dag_end_to_end_on_s3(airflow_db, s3_env):
     assert "<svg" in _get(s3, bucket, f"dialinsight/{snap}/report.html").decode()
     assert _get(s3, bucket, f"dialinsight/{snap}/README.md").decode().startswith("---\n")
     openai_rows = _get(s3, bucket, f"dialinsight/{snap}/exports/openai/train.jsonl").decode().splitlines()
+    if f"dialinsight/{snap}/exports/openai/validation.jsonl" in keys:  # dialogues held out (the embedded default)
+        openai_rows += _get(s3, bucket, f"dialinsight/{snap}/exports/openai/validation.jsonl").decode().splitlines()
     assert len(openai_rows) == c["accepted"]
     assert all(len(m) == 3 and m[-1]["role"] == "assistant" for m in data.messages)
     # the asset event: emitted by publish, with where the snapshot is and what it holds

@@ -1,0 +1,125 @@
+"""What the evaluation trains and tests on, taken from one committed snapshot.
+
+- ``accepted``: the export's train rows (``exports/openai/train.jsonl``, mix-in rows included), as
+  a user would fine-tune on them; ``finetune.max_rows`` draws a seeded sample.
+- ``ablation``: the same rows, each domain row replaced by a seeded draw from accepted + rejected
+  rows of the train split (mix-in rows kept), so the two runs differ only in the gate's choice.
+- ``heldout``: accepted rows of the dialogues the export holds out (its validation split, by
+  dialogue id: ``exports.split_of``). They are never in either training set; ``build`` checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from dialinsight_core.config import ExportSettings, Settings
+from dialinsight_core.publishing.exports import split_of
+from dialinsight_core.storage import ObjectStore
+
+Messages = list[dict[str, str]]
+HELDOUT_COLUMNS = ["prompt_id", "dialogue_id", "messages", "task_family", "lang", "output_schema_id",
+                   "instruction_text", "output_text", "output_json", "overall_score"]
+
+
+@dataclass
+class TrainRow:
+    id: str
+    dialogue_id: str | None
+    origin: str  # domain | mixin | rejected
+    overall_score: float | None
+    messages: Messages
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "dialogue_id": self.dialogue_id, "origin": self.origin,
+                "overall_score": self.overall_score, "messages": self.messages}
+
+
+@dataclass
+class EvalInputs:
+    accepted: list[TrainRow]
+    ablation: list[TrainRow]
+    heldout: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _messages(value: Any) -> Messages:
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _read_dir(store: ObjectStore, prefix: str, columns: list[str]) -> pa.Table | None:
+    keys = sorted(k for k in store.list(prefix + "/") if k.endswith(".parquet"))
+    if not keys:
+        return None
+    return pa.concat_tables(store.open_parquet(k).read(columns=columns) for k in keys)
+
+
+def _jsonl(store: ObjectStore, key: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in store.read_bytes(key).decode("utf-8").splitlines() if line.strip()]
+
+
+def build(store: ObjectStore, snapshot: str, settings: Settings) -> EvalInputs:
+    """The three sets of one snapshot (``snapshot``: its key prefix, e.g. ``snapshots/ds=…/run=…``)."""
+    manifest = store.read_json(f"{snapshot}/manifest.json")
+    exp = manifest.get("exports") or {}
+    files = (exp.get("files") or {}).get("openai") or {}
+    if "train" not in files:
+        raise ValueError(f"snapshot {snapshot} has no exports/openai/train.jsonl: publishing.exports.formats "
+                         "must include openai for the evaluation to train on it")
+    split_cfg = ExportSettings(validation_fraction=exp.get("validation_fraction", 0.0), split_seed=exp.get("split_seed", 0))
+    chats = _jsonl(store, f"{snapshot}/{files['train']}")
+    prov = _jsonl(store, f"{snapshot}/{exp['files']['provenance']['train']}")
+    if len(prov) != len(chats):
+        raise ValueError(f"snapshot {snapshot}: {len(chats)} openai rows but {len(prov)} provenance rows")
+
+    data = _read_dir(store, f"{snapshot}/data", HELDOUT_COLUMNS)
+    rejected = _read_dir(store, f"{snapshot}/rejected", ["prompt_id", "dialogue_id", "messages", "overall_score"])
+    score_of = {} if data is None else dict(zip(data.column("prompt_id").to_pylist(),
+                                                data.column("overall_score").to_pylist(), strict=True))
+    train = [TrainRow(p["id"], p.get("dialogue_id"), p.get("origin", "domain"), score_of.get(p["id"]), c["messages"])
+             for c, p in zip(chats, prov, strict=True)]
+
+    fcfg = settings.evaluate.finetune
+    rng = random.Random(f"{fcfg.seed}:{manifest.get('snapshot_id', snapshot)}")
+    if fcfg.max_rows and len(train) > fcfg.max_rows:
+        train = rng.sample(train, fcfg.max_rows)
+
+    heldout = [r for r in (data.to_pylist() if data else [])
+               if split_of(r["dialogue_id"], split_cfg) == "validation"]
+    for r in heldout:
+        r["messages"] = _messages(r["messages"])
+
+    pool = [row for row in train if row.origin == "domain"]
+    seen = {row.id for row in pool}
+    all_accepted_train = [TrainRow(r["prompt_id"], r["dialogue_id"], "domain", r["overall_score"], _messages(r["messages"]))
+                          for r in (data.to_pylist() if data else [])
+                          if split_of(r["dialogue_id"], split_cfg) == "train" and r["prompt_id"] not in seen]
+    rej = [TrainRow(r["prompt_id"], r["dialogue_id"], "rejected", r["overall_score"], _messages(r["messages"]))
+           for r in (rejected.to_pylist() if rejected else []) if split_of(r["dialogue_id"], split_cfg) == "train"]
+    pool = pool + all_accepted_train + rej
+    n_domain = sum(1 for row in train if row.origin == "domain")
+    drawn = iter(rng.sample(pool, n_domain)) if pool else iter(())
+    ablation = [next(drawn) if row.origin == "domain" else row for row in train]
+
+    held_dialogues = {r["dialogue_id"] for r in heldout}
+    for name, rows in (("accepted", train), ("ablation", ablation)):
+        leak = sorted({r.dialogue_id for r in rows if r.dialogue_id in held_dialogues})
+        if leak:
+            raise AssertionError(f"held-out dialogues in the {name} training set: {leak[:5]}")
+
+    def mean_score(rows: list[TrainRow]) -> float | None:
+        xs = [r.overall_score for r in rows if r.origin != "mixin" and r.overall_score is not None]
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    stats = {"snapshot": snapshot, "snapshot_id": manifest.get("snapshot_id"),
+             "split": {"validation_fraction": split_cfg.validation_fraction, "split_seed": split_cfg.split_seed},
+             "accepted": {"rows": len(train), "domain": n_domain, "mixin": len(train) - n_domain,
+                          "mean_overall_score": mean_score(train)},
+             "ablation": {"rows": len(ablation), "rejected": sum(r.origin == "rejected" for r in ablation),
+                          "pool": len(pool), "pool_rejected": len(rej), "mean_overall_score": mean_score(ablation)},
+             "heldout": {"rows": len(heldout), "dialogues": len(held_dialogues)}}
+    return EvalInputs(train, ablation, heldout, stats)

@@ -1,0 +1,156 @@
+"""Domain skill: a model's answers to held-out prompts, scored two ways.
+
+- **The platform's own cascade** (rules, grounding, coverage: ``quality.scoring.cheap_dimensions``;
+  not the judge, whose cost is an LLM's): the cheap score and the share that would pass the row
+  gate's thresholds. The dialogue the rules compare against is the user message (the redacted
+  dialogue with the instruction), because a snapshot does not carry its run's turn table.
+- **Against the reference**, the labeling model's accepted answer: per top-level field of the
+  reference JSON, exact match for numbers, booleans and short values, token F1 for text and lists
+  (words in English, characters in Chinese); the record's score is the mean over the reference's
+  fields. Extraction fields are mostly short values (field accuracy); summaries are text (overlap).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from dialinsight_core.config import Settings
+from dialinsight_core.quality import scoring
+from dialinsight_core.quality.scoring import failed_thresholds, overall
+
+_WORD = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
+SHORT = 24  # a string up to this many characters is a value (exact match), longer is text (token F1)
+
+
+def _toks(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [t for v in value for t in _toks(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _toks(v)]
+    return [t.lower() for t in _WORD.findall(str(value))]
+
+
+def token_f1(pred: Any, ref: Any) -> float:
+    p, r = _toks(pred), _toks(ref)
+    if not p or not r:
+        return float(p == r)
+    common: dict[str, int] = {}
+    for t in r:
+        common[t] = common.get(t, 0) + 1
+    hit = 0
+    for t in p:
+        if common.get(t, 0) > 0:
+            common[t] -= 1
+            hit += 1
+    if hit == 0:
+        return 0.0
+    prec, rec = hit / len(p), hit / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def field_score(pred: Any, ref: Any) -> float:
+    if isinstance(ref, bool) or isinstance(ref, (int, float)) or ref is None:
+        return float(pred == ref)
+    if isinstance(ref, str) and len(ref) <= SHORT:
+        return float(" ".join(_toks(pred)) == " ".join(_toks(ref)))
+    return token_f1(pred, ref)
+
+
+def reference_score(output_json: str | None, reference_json: str | None) -> float | None:
+    """Mean field score of an answer against the reference (None when the reference is not a JSON object)."""
+    try:
+        ref = json.loads(reference_json) if reference_json else None
+    except ValueError:
+        ref = None
+    if not isinstance(ref, dict) or not ref:
+        return None
+    try:
+        pred = json.loads(output_json) if output_json else {}
+    except ValueError:
+        pred = {}
+    if not isinstance(pred, dict):
+        pred = {}
+    return round(sum(field_score(pred.get(k), v) for k, v in ref.items()) / len(ref), 4)
+
+
+def parse_json(text: str) -> str | None:
+    """The answer's JSON object re-serialised, or None (a fenced block or the first ``{…}`` span counts)."""
+    s = text.strip()
+    m = re.search(r"```(?:json)?\s*(.*?)```", s, re.S)
+    if m:
+        s = m.group(1).strip()
+    for candidate in (s, s[s.find("{"): s.rfind("}") + 1] if "{" in s else ""):
+        try:
+            obj = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return json.dumps(obj, ensure_ascii=False)
+    return None
+
+
+def generate(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], max_new_tokens: int,
+             batch_size: int = 4) -> list[tuple[str, str]]:
+    """Greedy answers (text, finish reason ``stop`` or ``length``) to chats that end before the answer."""
+    import torch
+
+    out: list[tuple[str, str]] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for i in range(0, len(chats), batch_size):
+            texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                     for c in chats[i:i + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, repetition_penalty=1.1)
+            for row in gen[:, enc["input_ids"].shape[1]:]:
+                ids = row.tolist()
+                stopped = tokenizer.eos_token_id in ids
+                if stopped:
+                    ids = ids[:ids.index(tokenizer.eos_token_id)]
+                ids = [t for t in ids if t != tokenizer.pad_token_id]
+                out.append((tokenizer.decode(ids, skip_special_tokens=True), "stop" if stopped else "length"))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def score_answers(heldout: Sequence[dict[str, Any]], answers: Sequence[tuple[str, str]], settings: Settings,
+                  output_schemas: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per held-out record: the cascade's cheap score, whether it passes, and the reference score."""
+    q = settings.quality
+    rows = []
+    for rec, (text, finish) in zip(heldout, answers, strict=True):
+        msgs = rec["messages"]
+        system = "\n".join(m["content"] for m in msgs if m["role"] == "system")
+        user = "\n".join(m["content"] for m in msgs if m["role"] == "user")
+        label = {"output_text": text, "output_json": parse_json(text), "finish_reason": finish}
+        dims, findings = scoring.cheap_dimensions(label, rec["task_family"], rec["lang"], user,
+                                                  f"{system}\n{rec['instruction_text']}", user, [],
+                                                  output_schemas[rec["output_schema_id"]], settings)
+        cheap = overall(dims, q.weights)
+        rows.append({"prompt_id": rec["prompt_id"], "task_family": rec["task_family"], "lang": rec["lang"],
+                     "answer": text, "finish_reason": finish, "json_valid": label["output_json"] is not None,
+                     "cheap_score": cheap, "passes": not failed_thresholds(dims, settings) and cheap >= q.overall_min,
+                     "reference_score": reference_score(label["output_json"], rec["output_json"]),
+                     "failed": sorted(findings)})
+    return rows
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the records (and per task family): the domain score is the mean cheap score."""
+    def one(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        refs = [r["reference_score"] for r in rs if r["reference_score"] is not None]
+        n = len(rs)
+        return {"n": n,
+                "domain_score": round(sum(r["cheap_score"] for r in rs) / n, 4) if n else None,
+                "pass_rate": round(sum(r["passes"] for r in rs) / n, 4) if n else None,
+                "json_valid_rate": round(sum(r["json_valid"] for r in rs) / n, 4) if n else None,
+                "reference_score": round(sum(refs) / len(refs), 4) if refs else None}
+    fams = sorted({r["task_family"] for r in rows})
+    return {**one(rows), "by_task_family": {f: one([r for r in rows if r["task_family"] == f]) for f in fams}}

@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup model demo start stop status test test-fast lint lock lock-gpu clean prod-deps prod-up prod-nightly prod-down
+.PHONY: setup model demo evaluate start stop status test test-fast lint lock lock-gpu clean prod-deps prod-up prod-nightly prod-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ model: $(MODEL_DIR)/config.json
 
 demo: setup
 	$(BIN)/python scripts/local_airflow.py demo --max-dialogues $(DEMO_MAX_DIALOGUES)
+
+# after make demo: fine-tune on the latest snapshot and print domain / general before -> after (docs/evaluation.md)
+evaluate: setup
+	$(BIN)/python scripts/local_airflow.py evaluate
 
 start: setup
 	$(BIN)/python scripts/local_airflow.py start

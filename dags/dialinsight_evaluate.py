@@ -46,7 +46,7 @@ def _runs() -> ModuleType:
 
 
 def _ctx() -> Any:
-    from dialinsight_airflow.context import run_context
+    from dialinsight_airflow.context import run_context  # lazy: builds settings from the running task's context
 
     return run_context(get_current_context())
 

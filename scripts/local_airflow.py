@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 DAG_ID = "dialinsight_nightly"
 CHECK_DAG_ID = "dialinsight_snapshot_check"  # scheduled on the snapshot asset that publish emits
+EVAL_DAG_ID = "dialinsight_evaluate"  # also on the snapshot asset; paused until `make evaluate` (minutes of CPU each)
 LOCAL_MAX_DIALOGUES = int(os.environ.get("DEMO_MAX_DIALOGUES", "24"))  # per source, for every run of this deployment
 
 
@@ -434,6 +435,44 @@ def demo(max_dialogues: int, timeout: float) -> None:
     summary(port, run)
 
 
+def evaluate(snapshot_uri: str | None, timeout: float) -> dict[str, Any]:
+    """Trigger dialinsight_evaluate on a snapshot (default: the one latest.json points at), show its
+    progress, print its before -> after table. Unpausing it also lets every later snapshot trigger it."""
+    st = load_state()
+    if not st:
+        raise SystemExit("Airflow is not running: make demo (or make start) first")
+    port, token = st["port"], login(st["port"])
+    wait_for_dag(port, token, dag_id=EVAL_DAG_ID)
+    api(port, "PATCH", f"/api/v2/dags/{EVAL_DAG_ID}", {"is_paused": False}, token=token)
+    run = api(port, "POST", f"/api/v2/dags/{EVAL_DAG_ID}/dagRuns",
+              {"logical_date": None, "conf": {"snapshot_uri": snapshot_uri}}, token=token)
+    run_id, quoted = run["dag_run_id"], urllib.request.quote(run["dag_run_id"], safe="")
+    print(f"triggered {EVAL_DAG_ID} run {run_id}; UI: http://127.0.0.1:{port}/dags/{EVAL_DAG_ID}", flush=True)
+    deadline, last, t0 = time.monotonic() + timeout, "", time.monotonic()
+    while time.monotonic() < deadline:
+        token = login(port)
+        run = api(port, "GET", f"/api/v2/dags/{EVAL_DAG_ID}/dagRuns/{quoted}", token=token)
+        tis = task_instances(port, token, run_id, EVAL_DAG_ID)
+        line = ", ".join(f"{t['task_id']}{'' if t['map_index'] < 0 else '[' + str(t['map_index']) + ']'} {t['state']}"
+                         for t in tis)
+        if line != last:
+            print(f"  [{time.strftime('%H:%M:%S')}] {run['state']}: {line}", flush=True)
+            last = line
+        if run["state"] in ("success", "failed"):
+            break
+        time.sleep(5)
+    else:
+        raise SystemExit(f"{EVAL_DAG_ID} run {run_id} not finished after {timeout:.0f}s")
+    if run["state"] != "success":
+        raise SystemExit(f"{EVAL_DAG_ID} run {run_id} failed: see http://127.0.0.1:{port}/dags/{EVAL_DAG_ID} and {home()}/logs")
+    xcom = api(port, "GET", f"/api/v2/dags/{EVAL_DAG_ID}/dagRuns/{quoted}/taskInstances/report/xcomEntries/return_value",
+               token=token)
+    out = xcom["value"] if isinstance(xcom.get("value"), dict) else json.loads(xcom["value"])
+    print(f"\n=== dialinsight evaluation: {time.monotonic() - t0:.0f} s ===\n{out['headline_md']}")
+    print(f"report         : {out['asset_extra']['report']}")
+    return out
+
+
 def backfill(start_date: str, end_date: str, conf: dict[str, Any] | None = None, reprocess: str = "completed",
              timeout: float = 1800) -> list[dict[str, Any]]:
     """An Airflow 3 backfill of the nightly over [start_date, end_date] (the REST call the UI's Backfill
@@ -489,6 +528,9 @@ def main() -> None:
     d = sub.add_parser("demo")
     d.add_argument("--max-dialogues", type=int, default=int(os.environ.get("DEMO_MAX_DIALOGUES", "12")))
     d.add_argument("--timeout", type=float, default=1200)
+    e = sub.add_parser("evaluate", help="trigger dialinsight_evaluate and print its before -> after table")
+    e.add_argument("--snapshot-uri", default=None, help="default: the snapshot latest.json points at")
+    e.add_argument("--timeout", type=float, default=3600)
     b = sub.add_parser("backfill", help="backfill the nightly over a date range (idempotent per logical date)")
     b.add_argument("start_date", help="YYYY-MM-DD")
     b.add_argument("end_date", help="YYYY-MM-DD")
@@ -502,6 +544,8 @@ def main() -> None:
     elif args.cmd == "status":
         st = load_state()
         print(json.dumps({**st, "running": running(), "healthy": bool(st and healthy(st["port"]))}, indent=2))
+    elif args.cmd == "evaluate":
+        evaluate(args.snapshot_uri, args.timeout)
     elif args.cmd == "backfill":
         runs = backfill(args.start_date, args.end_date, json.loads(args.conf), args.reprocess)
         if any(r["state"] != "success" for r in runs):

@@ -5,20 +5,21 @@
 - ``ablation``: the same rows, each domain row replaced by a seeded draw from accepted + rejected
   rows of the train split (mix-in rows kept), so the two runs differ only in the gate's choice.
 - ``heldout``: accepted rows of the dialogues the export holds out (its validation split, by
-  dialogue id: ``exports.split_of``). They are never in either training set; ``build`` checks it.
+  dialogue id: ``publishing.exports.split_of``, passed in by the run layer). They are never in
+  either training set; ``build`` checks it.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from dialinsight_core.config import ExportSettings, Settings
-from dialinsight_core.publishing.exports import split_of
 from dialinsight_core.storage import ObjectStore
 
 Messages = list[dict[str, str]]
@@ -62,8 +63,11 @@ def _jsonl(store: ObjectStore, key: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in store.read_bytes(key).decode("utf-8").splitlines() if line.strip()]
 
 
-def build(store: ObjectStore, snapshot: str, settings: Settings) -> EvalInputs:
-    """The three sets of one snapshot (``snapshot``: its key prefix, e.g. ``snapshots/ds=…/run=…``)."""
+def build(store: ObjectStore, snapshot: str, settings: Settings,
+          split_of: Callable[[str, ExportSettings], str]) -> EvalInputs:
+    """The three sets of one snapshot (``snapshot``: its key prefix, e.g. ``snapshots/ds=…/run=…``);
+    ``split_of`` is the export's split (``publishing.exports.split_of``), applied with the settings
+    the snapshot recorded, so held-out means what the export held out."""
     manifest = store.read_json(f"{snapshot}/manifest.json")
     exp = manifest.get("exports") or {}
     files = (exp.get("files") or {}).get("openai") or {}

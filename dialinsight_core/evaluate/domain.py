@@ -1,9 +1,8 @@
 """Domain skill: a model's answers to held-out prompts, scored two ways.
 
-- **The platform's own cascade** (rules, grounding, coverage: ``quality.scoring.cheap_dimensions``;
-  not the judge, whose cost is an LLM's): the cheap score and the share that would pass the row
-  gate's thresholds. The dialogue the rules compare against is the user message (the redacted
-  dialogue with the instruction), because a snapshot does not carry its run's turn table.
+- **The platform's own cascade** (rules, grounding, coverage; not the judge, whose cost is an
+  LLM's): the cheap score and the share that would pass the row gate's thresholds. The run layer
+  applies it (``runs.evaluate.score_domain`` over ``quality.scoring.cheap_dimensions``).
 - **Against the reference**, the labeling model's accepted answer: per top-level field of the
   reference JSON, exact match for numbers, booleans and short values, token F1 for text and lists
   (words in English, characters in Chinese); the record's score is the mean over the reference's
@@ -16,10 +15,6 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any
-
-from dialinsight_core.config import Settings
-from dialinsight_core.quality import scoring
-from dialinsight_core.quality.scoring import failed_thresholds, overall
 
 _WORD = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
 SHORT = 24  # a string up to this many characters is a value (exact match), longer is text (token F1)
@@ -118,28 +113,6 @@ def generate(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], 
     finally:
         tokenizer.padding_side = side
     return out
-
-
-def score_answers(heldout: Sequence[dict[str, Any]], answers: Sequence[tuple[str, str]], settings: Settings,
-                  output_schemas: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per held-out record: the cascade's cheap score, whether it passes, and the reference score."""
-    q = settings.quality
-    rows = []
-    for rec, (text, finish) in zip(heldout, answers, strict=True):
-        msgs = rec["messages"]
-        system = "\n".join(m["content"] for m in msgs if m["role"] == "system")
-        user = "\n".join(m["content"] for m in msgs if m["role"] == "user")
-        label = {"output_text": text, "output_json": parse_json(text), "finish_reason": finish}
-        dims, findings = scoring.cheap_dimensions(label, rec["task_family"], rec["lang"], user,
-                                                  f"{system}\n{rec['instruction_text']}", user, [],
-                                                  output_schemas[rec["output_schema_id"]], settings)
-        cheap = overall(dims, q.weights)
-        rows.append({"prompt_id": rec["prompt_id"], "task_family": rec["task_family"], "lang": rec["lang"],
-                     "answer": text, "finish_reason": finish, "json_valid": label["output_json"] is not None,
-                     "cheap_score": cheap, "passes": not failed_thresholds(dims, settings) and cheap >= q.overall_min,
-                     "reference_score": reference_score(label["output_json"], rec["output_json"]),
-                     "failed": sorted(findings)})
-    return rows
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from dialinsight_core.publishing.report import _svg
 from dialinsight_core.templating import get_template
+from dialinsight_core.templating import svg as _svg
 
 NAMES = {"base": "base model", "accepted": "fine-tuned on accepted rows", "ablation": "fine-tuned on accepted + rejected"}
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import io
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +21,7 @@ from matplotlib.figure import Figure
 
 from dialinsight_core.config import DIMENSIONS
 from dialinsight_core.templating import get_template
+from dialinsight_core.templating import svg as _svg
 
 ACCEPT, REJECT, PREVIOUS, TARGET = "#2e7d32", "#c62828", "#9e9e9e", "#1565c0"
 
@@ -42,14 +41,6 @@ def report_columns(rows: pa.Table) -> pa.Table:
                         "reason_code") if c in rows.column_names]
     digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest() for t in rows.column("output_text").to_pylist()]
     return rows.select(keep).append_column("output_digest", pa.array(digests, type=pa.string()))
-
-
-def _svg(fig: Figure) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: inline SVG in HTML needs neither
-    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
 
 
 def _bars(ax: Any, labels: list[str], series: list[tuple[str, list[float], str]], horizontal: bool = False) -> None:

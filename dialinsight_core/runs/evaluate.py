@@ -25,6 +25,9 @@ from dialinsight_core.config import PROJECT_ROOT, Settings
 from dialinsight_core.errors import DataVerdict
 from dialinsight_core.evaluate import data as eval_data
 from dialinsight_core.evaluate import domain, general
+from dialinsight_core.instructions import load_output_schemas
+from dialinsight_core.publishing.exports import split_of
+from dialinsight_core.quality import scoring
 from dialinsight_core.runs.context import RunContext
 from dialinsight_core.storage import ObjectStore
 from dialinsight_core.text import stable_id
@@ -75,7 +78,7 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     s, store = ctx.settings, ctx.store
     snapshot = resolve_snapshot(store, uri)
     prefix = f"{snapshot}/{s.evaluate.prefix}/{eval_key(s)}"
-    inputs = eval_data.build(store, snapshot, s)
+    inputs = eval_data.build(store, snapshot, s, split_of)
     heldout = inputs.heldout
     if s.evaluate.domain_prompts and len(heldout) > s.evaluate.domain_prompts:
         heldout = sorted(heldout, key=lambda r: stable_id(s.evaluate.finetune.seed, r["prompt_id"]))[:s.evaluate.domain_prompts]
@@ -99,8 +102,7 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
 
 def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, Any]:
     """One variant: fine-tune (resumable) unless ``base``, then general accuracy and domain answers."""
-    from dialinsight_core.evaluate import finetune as ft
-    from dialinsight_core.instructions import load_output_schemas
+    from dialinsight_core.evaluate import finetune as ft  # lazy: imports torch, transformers, peft
 
     s, store, prefix = ctx.settings, ctx.store, plan["prefix"]
     out_key = f"{prefix}/models/{variant}/metrics.json"
@@ -134,7 +136,7 @@ def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, 
 
     heldout = _read_jsonl(store, f"{prefix}/inputs/heldout.jsonl")
     answers = domain.generate(model, tok, [r["messages"][:-1] for r in heldout], s.evaluate.max_new_tokens)
-    d_rows = domain.score_answers(heldout, answers, s, load_output_schemas(s))
+    d_rows = score_domain(heldout, answers, s, load_output_schemas(s))
     store.write_bytes(f"{prefix}/models/{variant}/answers.jsonl", _jsonl(d_rows))
     metrics = {"variant": variant, "training": training, "general": general.accuracy(g_rows),
                "general_acc_raw": general.accuracy(g_rows, "correct"), "domain": domain.summary(d_rows),
@@ -144,6 +146,32 @@ def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, 
     log.info("evaluate %s: general acc_norm %s (n=%d), domain score %s, in %.0f s", variant, metrics["general"]["acc"],
              metrics["general"]["n"], metrics["domain"]["domain_score"], time.monotonic() - t0)
     return metrics
+
+
+def score_domain(heldout: list[dict[str, Any]], answers: list[tuple[str, str]], settings: Settings,
+                 output_schemas: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per held-out record: the cascade's cheap score (rules, grounding, coverage), whether it would
+    pass the row gate's thresholds, and the reference score against the labeling model's answer.
+    The rules compare against the user message (the redacted dialogue with the instruction): a
+    snapshot does not carry its run's turn table."""
+    q = settings.quality
+    rows = []
+    for rec, (text, finish) in zip(heldout, answers, strict=True):
+        msgs = rec["messages"]
+        system = "\n".join(m["content"] for m in msgs if m["role"] == "system")
+        user = "\n".join(m["content"] for m in msgs if m["role"] == "user")
+        label = {"output_text": text, "output_json": domain.parse_json(text), "finish_reason": finish}
+        dims, findings = scoring.cheap_dimensions(label, rec["task_family"], rec["lang"], user,
+                                                  f"{system}\n{rec['instruction_text']}", user, [],
+                                                  output_schemas[rec["output_schema_id"]], settings)
+        cheap = scoring.overall(dims, q.weights)
+        rows.append({"prompt_id": rec["prompt_id"], "task_family": rec["task_family"], "lang": rec["lang"],
+                     "answer": text, "finish_reason": finish, "json_valid": label["output_json"] is not None,
+                     "cheap_score": cheap,
+                     "passes": not scoring.failed_thresholds(dims, settings) and cheap >= q.overall_min,
+                     "reference_score": domain.reference_score(label["output_json"], rec["output_json"]),
+                     "failed": sorted(findings)})
+    return rows
 
 
 def pearson(xs: list[float], ys: list[float]) -> float | None:
@@ -177,7 +205,7 @@ def quality_vs_domain(store: ObjectStore) -> dict[str, Any]:
 
 def run_report(ctx: RunContext, plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """Before -> after, the ablation, the regression rule; ``eval-summary.json`` + ``report.html``."""
-    from dialinsight_core.evaluate import report
+    from dialinsight_core.evaluate import report  # lazy: imports matplotlib
 
     s, store, prefix = ctx.settings, ctx.store, plan["prefix"]
     by = {m["variant"]: m for m in results}

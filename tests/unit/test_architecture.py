@@ -1,7 +1,7 @@
 """The layering of docs/architecture.md, checked on the source (ast), so a shortcut fails here.
 
 bottom layer (config, schemas, storage, contracts, text, templating, llm, pii, dedup)
-  <- stages, side by side (ingest, instructions, prompts, inference, quality, publishing)
+  <- stages, side by side (ingest, instructions, prompts, inference, quality, publishing, evaluate)
   <- the run layer (runs, the CLI) <- plugins and DAGs.
 """
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "dialinsight_core"
 BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup", "dedup_index", "errors",
           "notify", "parallel"}
-STAGES = {"ingest", "instructions", "prompts", "inference", "quality", "publishing"}
+STAGES = {"ingest", "instructions", "prompts", "inference", "quality", "publishing", "evaluate"}
 RUN = {"runs", "__main__"}
 PROJECT = ("dialinsight_core", "dialinsight_airflow")
 

@@ -8,6 +8,7 @@ import pytest
 
 from dialinsight_core.evaluate import domain
 from dialinsight_core.instructions import load_output_schemas
+from dialinsight_core.runs.evaluate import score_domain
 
 
 def test_token_f1_counts_words_in_english_and_characters_in_chinese():
@@ -51,7 +52,7 @@ def test_the_cascade_prefers_a_grounded_schema_valid_answer(settings, lang):
     schemas = load_output_schemas(settings)
     good = json.dumps({"summary": summary, "key_points": points}, ensure_ascii=False)
     bad = "I am sorry, I cannot help with that. I cannot help with that. I cannot help with that."
-    rows = domain.score_answers([rec, rec], [(good, "stop"), (bad, "stop")], settings, schemas)
+    rows = score_domain([rec, rec], [(good, "stop"), (bad, "stop")], settings, schemas)
     assert rows[0]["json_valid"] and not rows[1]["json_valid"]
     assert rows[0]["cheap_score"] > rows[1]["cheap_score"] and rows[0]["passes"] and not rows[1]["passes"]
     assert rows[0]["reference_score"] == 1.0 and rows[1]["reference_score"] == 0.0

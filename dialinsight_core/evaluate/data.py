@@ -4,9 +4,10 @@
   a user would fine-tune on them; ``finetune.max_rows`` draws a seeded sample.
 - ``ablation``: the same rows, each domain row replaced by a seeded draw from accepted + rejected
   rows of the train split (mix-in rows kept), so the two runs differ only in the gate's choice.
-- ``heldout``: accepted rows of the dialogues the export holds out (its validation split, by
+- ``heldout``: every prompt (accepted or rejected) about the dialogues the export holds out (its validation split, by
   dialogue id: ``publishing.exports.split_of``, passed in by the run layer). They are never in
-  either training set; ``build`` checks it.
+  either training set; ``build`` checks it. An accepted row's answer is the reference
+  (``reference: true``); a rejected row's prompt is answered and scored by the cascade only.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def build(store: ObjectStore, snapshot: str, settings: Settings,
         raise ValueError(f"snapshot {snapshot}: {len(chats)} openai rows but {len(prov)} provenance rows")
 
     data = _read_dir(store, f"{snapshot}/data", HELDOUT_COLUMNS)
-    rejected = _read_dir(store, f"{snapshot}/rejected", ["prompt_id", "dialogue_id", "messages", "overall_score"])
+    rejected = _read_dir(store, f"{snapshot}/rejected", HELDOUT_COLUMNS)
     score_of = {} if data is None else dict(zip(data.column("prompt_id").to_pylist(),
                                                 data.column("overall_score").to_pylist(), strict=True))
     train = [TrainRow(p["id"], p.get("dialogue_id"), p.get("origin", "domain"), score_of.get(p["id"]), c["messages"])
@@ -92,10 +93,13 @@ def build(store: ObjectStore, snapshot: str, settings: Settings,
     if fcfg.max_rows and len(train) > fcfg.max_rows:
         train = rng.sample(train, fcfg.max_rows)
 
-    heldout = [r for r in (data.to_pylist() if data else [])
+    heldout = [r | {"reference": accepted}
+               for tbl, accepted in ((data, True), (rejected, False)) for r in (tbl.to_pylist() if tbl else [])
                if split_of(r["dialogue_id"], split_cfg) == "validation"]
     for r in heldout:
         r["messages"] = _messages(r["messages"])
+        if not r["reference"]:  # a rejected answer is no reference (and its text was redacted)
+            r["output_text"] = r["output_json"] = None
 
     pool = [row for row in train if row.origin == "domain"]
     seen = {row.id for row in pool}
@@ -125,5 +129,6 @@ def build(store: ObjectStore, snapshot: str, settings: Settings,
                           "mean_overall_score": mean_score(train)},
              "ablation": {"rows": len(ablation), "rejected": sum(r.origin == "rejected" for r in ablation),
                           "pool": len(pool), "pool_rejected": len(rej), "mean_overall_score": mean_score(ablation)},
-             "heldout": {"rows": len(heldout), "dialogues": len(held_dialogues)}}
+             "heldout": {"rows": len(heldout), "with_reference": sum(r["reference"] for r in heldout),
+                         "dialogues": len(held_dialogues)}}
     return EvalInputs(train, ablation, heldout, stats)

@@ -88,8 +88,9 @@ def parse_json(text: str) -> str | None:
 
 
 def generate(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], max_new_tokens: int,
-             batch_size: int = 4) -> list[tuple[str, str]]:
-    """Greedy answers (text, finish reason ``stop`` or ``length``) to chats that end before the answer."""
+             batch_size: int = 4, repetition_penalty: float = 1.0) -> list[tuple[str, str]]:
+    """Greedy answers (text, finish reason ``stop`` or ``length``) to chats that end before the answer
+    (the labeling engine's repetition penalty, so before and after decode alike)."""
     import torch
 
     out: list[tuple[str, str]] = []
@@ -102,7 +103,8 @@ def generate(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], 
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, repetition_penalty=1.1)
+                                     pad_token_id=tokenizer.pad_token_id,
+                                     repetition_penalty=repetition_penalty)
             for row in gen[:, enc["input_ids"].shape[1]:]:
                 ids = row.tolist()
                 stopped = tokenizer.eos_token_id in ids

@@ -146,7 +146,9 @@ def _callbacks(store: ObjectStore, prefix: str, max_steps: int, label: str) -> l
 def load_base(model_path: str, dtype: str = "float32") -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a tqdm bar on stderr reads as an error line in an Airflow task log
     tok = AutoTokenizer.from_pretrained(model_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

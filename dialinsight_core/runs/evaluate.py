@@ -6,13 +6,15 @@ the export; ``ablation``: fine-tuned on an equal-size sample that includes rejec
 scores its general accuracy and domain answers; ``report`` puts before -> after side by side,
 applies the regression rule and writes ``eval/`` beside the snapshot (docs/evaluation.md).
 
-Everything goes under ``<snapshot>/eval/<key>/``, where ``key`` hashes the evaluation config and
-the base model: a retried task resumes from its stored checkpoint or reuses a finished variant,
-and another config never resumes this one's checkpoints.
+Everything goes under ``<snapshot>/eval/<key>-<inputs>/``, where ``key`` hashes the evaluation
+config and the base model and ``inputs`` what the plan selected: a retried task resumes from its
+stored checkpoint or reuses a finished variant, and another config or selection never resumes
+this one's checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -77,7 +79,6 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     """Training sets, held-out prompts and general items, stored under the evaluation's prefix."""
     s, store = ctx.settings, ctx.store
     snapshot = resolve_snapshot(store, uri)
-    prefix = f"{snapshot}/{s.evaluate.prefix}/{eval_key(s)}"
     inputs = eval_data.build(store, snapshot, s, split_of)
     heldout = inputs.heldout
     if s.evaluate.domain_prompts and len(heldout) > s.evaluate.domain_prompts:
@@ -85,10 +86,14 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     g = s.evaluate.general
     root = Path(g.root) if Path(g.root).is_absolute() else PROJECT_ROOT / g.root
     items = [it for name in g.sets for it in general.stratified(general.load_set(root, name), g.items_per_set, g.seed)]
-    store.write_bytes(f"{prefix}/inputs/accepted.jsonl", _jsonl([r.as_dict() for r in inputs.accepted]))
-    store.write_bytes(f"{prefix}/inputs/ablation.jsonl", _jsonl([r.as_dict() for r in inputs.ablation]))
-    store.write_bytes(f"{prefix}/inputs/heldout.jsonl", _jsonl(heldout))
-    store.write_bytes(f"{prefix}/inputs/general.jsonl", _jsonl([it.__dict__ | {"choices": list(it.choices)} for it in items]))
+    files = {"accepted": _jsonl([r.as_dict() for r in inputs.accepted]),
+             "ablation": _jsonl([r.as_dict() for r in inputs.ablation]), "heldout": _jsonl(heldout),
+             "general": _jsonl([it.__dict__ | {"choices": list(it.choices)} for it in items])}
+    # the config and what it selected name the folder: other inputs never reuse this one's checkpoints or metrics
+    digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in files.values())).hexdigest()[:8]
+    prefix = f"{snapshot}/{s.evaluate.prefix}/{eval_key(s)}-{digest}"
+    for name, body in files.items():
+        store.write_bytes(f"{prefix}/inputs/{name}.jsonl", body)
     variants = ["base", "accepted"] + (["ablation"] if s.evaluate.ablation else [])
     plan = {"snapshot": snapshot, "snapshot_uri": store.url(snapshot), "prefix": prefix, "variants": variants,
             "base_model": base_model(s), "stats": inputs.stats | {"domain_prompts": len(heldout)},
@@ -135,7 +140,8 @@ def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, 
     t_general = time.monotonic() - t0 - t_train
 
     heldout = _read_jsonl(store, f"{prefix}/inputs/heldout.jsonl")
-    answers = domain.generate(model, tok, [r["messages"][:-1] for r in heldout], s.evaluate.max_new_tokens)
+    answers = domain.generate(model, tok, [r["messages"][:-1] for r in heldout], s.evaluate.max_new_tokens,
+                              repetition_penalty=s.engine.repetition_penalty)
     d_rows = score_domain(heldout, answers, s, load_output_schemas(s))
     store.write_bytes(f"{prefix}/models/{variant}/answers.jsonl", _jsonl(d_rows))
     metrics = {"variant": variant, "training": training, "general": general.accuracy(g_rows),

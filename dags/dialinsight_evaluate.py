@@ -16,7 +16,7 @@ the labeling model's answers → `report`: before → after, the ablation, the r
 
 **Outputs:** `<snapshot>/eval/` (report, summary, per-model metrics, answers, adapters), the
 `dialinsight_evaluation` asset event with the headline figures, a notification line. With the
-embedded default (SmolLM2-135M on CPU, 24 steps, 32 items per general set) the numbers are a
+embedded default (SmolLM2-135M on CPU, 16 steps, 24 items per general set) the numbers are a
 working loop, not evidence: see docs/evaluation.md for what they mean and how to point the DAG at
 a real base model on the GPU worker.
 """

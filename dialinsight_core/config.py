@@ -476,7 +476,7 @@ class FinetuneSettings(_Model):
     """Chat-template SFT of ``evaluate.base_model`` (docs/evaluation.md): LoRA by default, full
     fine-tuning with ``lora_rank: 0``."""
 
-    max_steps: int = Field(default=24, ge=1)
+    max_steps: int = Field(default=16, ge=1)
     batch_size: int = Field(default=2, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=2e-4, gt=0)
@@ -498,7 +498,7 @@ class GeneralEvalSettings(_Model):
 
     root: str = "data/general_eval"
     sets: list[str] = Field(default_factory=lambda: ["mmlu_redux_en", "gaokao_bench_zh", "agieval_gaokao_zh"])
-    items_per_set: int = Field(default=32, ge=0)  # stratified by subject; 0 = every item
+    items_per_set: int = Field(default=24, ge=0)  # stratified by subject; 0 = every item
     seed: int = 0
     max_length: int = Field(default=2048, ge=64)
 
@@ -516,7 +516,7 @@ class EvaluateSettings(_Model):
     base_model: str | None = None  # a transformers model folder or hub id; null = engine.model
     prefix: str = "eval"  # folder beside the snapshot's files
     ablation: bool = True  # also fine-tune on an equal-size sample of accepted + rejected rows
-    domain_prompts: int = Field(default=24, ge=0)  # held-out prompts answered per model (0 = all)
+    domain_prompts: int = Field(default=16, ge=0)  # held-out prompts answered per model (0 = all)
     max_new_tokens: int = Field(default=256, ge=1)
     finetune: FinetuneSettings = FinetuneSettings()
     general: GeneralEvalSettings = GeneralEvalSettings()

@@ -78,8 +78,10 @@ class FinetuneResult:
     steps_run: int = 0  # optimizer steps taken by this call (the rest came from the checkpoint)
 
     def as_dict(self) -> dict[str, Any]:
-        first = self.losses[0][1] if self.losses else None
-        last = self.losses[-1][1] if self.losses else None
+        # a step's loss is one small batch's: the means over the first and the last quarter of the steps
+        k = max(1, len(self.losses) // 4)
+        first = round(sum(x for _, x in self.losses[:k]) / k, 4) if self.losses else None
+        last = round(sum(x for _, x in self.losses[-k:]) / k, 4) if self.losses else None
         return {"steps": self.steps, "rows": self.rows, "skipped": self.skipped, "first_loss": first,
                 "last_loss": last, "losses": self.losses, "resumed_from": self.resumed_from,
                 "steps_run": self.steps_run, "adapter": self.adapter_key, "seconds": round(self.seconds, 1)}

@@ -124,7 +124,7 @@ def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, 
     if variant == "base":
         model, tok = ft.load_base(plan["base_model"], fcfg.dtype)
         model.eval()
-    elif store.exists(f"{prefix}/models/{variant}/final/dialinsight_finetune.json"):
+    elif store.exists(f"{prefix}/models/{variant}/training.json"):  # written after the final adapter was stored
         model, tok = ft.load_finetuned(store, f"{prefix}/models/{variant}", plan["base_model"], fcfg.dtype)
         training = store.read_json(f"{prefix}/models/{variant}/training.json")
     else:

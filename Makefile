@@ -1,6 +1,7 @@
 # dialinsight — one-command set-up, demo and tests on a fresh machine (Python 3.11, no GPU).
 #   make demo   set up, start local Airflow 3, run dialinsight_nightly on the sample data, print a summary
 #   make test   set up and run the whole test suite (what .ci/run calls)
+#   make evaluate  after make demo: fine-tune on the latest snapshot, print domain / general before -> after
 #   make stop   stop every Airflow process that `make demo` / `make start` started
 SHELL := /bin/bash
 PYTHON ?= python3.11

@@ -106,3 +106,19 @@ def test_verdicts_fail_at_once_and_let_transient_faults_retry():
     for exc in (ConnectionError("store"), TooManyFailures("shard 0", "hint"), OSError("disk")):
         with pytest.raises(type(exc)), verdicts():
             raise exc
+
+
+def test_evaluation_message_carries_the_headline_and_flags_a_regression():
+    from dialinsight_core.notify import eval_message
+
+    extra = {"snapshot_id": "2026-12-03/r1", "snapshot_uri": "file:///s", "base_model": "smollm2",
+             "report": "file:///s/eval/report.html", "domain_before": 0.625, "domain_after": 0.679,
+             "domain_after_ablation": 0.626, "general_before": 0.278, "general_after": 0.292,
+             "general_delta_points": 1.4, "general_delta_ci95": [-1.3, 4.1], "regressed": False}
+    msg = eval_message(dag_id="dialinsight_evaluate", event=extra, run_url="http://ui/run")
+    assert msg.event == "evaluated" and msg.severity == "info"
+    assert "domain 0.625 -> 0.679" in msg.subject and "+1.4 points" in msg.subject
+    assert any("file:///s/eval/report.html" in ln for ln in msg.lines) and msg.lines[-1] == "Run: http://ui/run"
+    bad = eval_message(dag_id="dialinsight_evaluate", event=extra | {"regressed": True, "general_delta_points": -7.0},
+                       run_url=None)
+    assert bad.severity == "warning" and "REGRESSION" in bad.subject and bad.text().startswith("WARNING")

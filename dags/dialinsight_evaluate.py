@@ -95,8 +95,7 @@ def dialinsight_evaluate() -> None:
             return {"asset_extra": summ["asset_extra"], "headline_md": summ["headline_md"]}
 
     p = plan()
-    # base, accepted (+ ablation): fixed by the config, as the plan's "variants" are
-    results = model.partial(plan=p).expand(variant=["base", "accepted"] + (["ablation"] if _settings.evaluate.ablation else []))
+    results = model.partial(plan=p).expand(variant=_settings.evaluate.variants())  # the plan's "variants" too
     report(p, results)
 
 

@@ -523,6 +523,10 @@ class EvaluateSettings(_Model):
     regression: RegressionSettings = RegressionSettings()
     queue: str = "default"  # Celery queue of the model tasks ("gpu" in docker-compose)
 
+    def variants(self) -> list[str]:
+        """The models measured: the base, fine-tuned on accepted rows, and (``ablation``) on a sample with rejected rows."""
+        return ["base", "accepted"] + (["ablation"] if self.ablation else [])
+
 
 class Settings(_Model):
     seed: int = 20240314

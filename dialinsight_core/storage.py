@@ -130,6 +130,10 @@ class ObjectStore(ABC):
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
+    def read_jsonl(self, key: str) -> list[Any]:
+        """One JSON value per non-blank line (exports, evaluation inputs)."""
+        return [json.loads(line) for line in self.read_bytes(key).decode("utf-8").splitlines() if line.strip()]
+
     def write_table(self, key: str, tbl: pa.Table, *, overwrite: bool = True, row_group_rows: int | None = None,
                     compression: str = "zstd", dictionary: bool = True) -> None:
         buf = io.BytesIO()

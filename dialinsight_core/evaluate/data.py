@@ -12,13 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import pyarrow as pa
 
 from dialinsight_core.config import ExportSettings, Settings
 from dialinsight_core.storage import ObjectStore
@@ -53,15 +50,9 @@ def _messages(value: Any) -> Messages:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def _read_dir(store: ObjectStore, prefix: str, columns: list[str]) -> pa.Table | None:
-    keys = sorted(k for k in store.list(prefix + "/") if k.endswith(".parquet"))
-    if not keys:
-        return None
-    return pa.concat_tables(store.open_parquet(k).read(columns=columns) for k in keys)
-
-
-def _jsonl(store: ObjectStore, key: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in store.read_bytes(key).decode("utf-8").splitlines() if line.strip()]
+def _rows(store: ObjectStore, snapshot: str, files: list[str], columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of the parts the manifest lists (the commit's record of what ``data/`` or ``rejected/`` holds)."""
+    return [r for key in files for r in store.open_parquet(f"{snapshot}/{key}").read(columns=columns).to_pylist()]
 
 
 def build(store: ObjectStore, snapshot: str, settings: Settings,
@@ -76,15 +67,17 @@ def build(store: ObjectStore, snapshot: str, settings: Settings,
         raise ValueError(f"snapshot {snapshot} has no exports/openai/train.jsonl: publishing.exports.formats "
                          "must include openai for the evaluation to train on it")
     split_cfg = ExportSettings(validation_fraction=exp.get("validation_fraction", 0.0), split_seed=exp.get("split_seed", 0))
-    chats = _jsonl(store, f"{snapshot}/{files['train']}")
-    prov = _jsonl(store, f"{snapshot}/{exp['files']['provenance']['train']}")
+    chats = store.read_jsonl(f"{snapshot}/{files['train']}")
+    prov = store.read_jsonl(f"{snapshot}/{exp['files']['provenance']['train']}")
     if len(prov) != len(chats):
         raise ValueError(f"snapshot {snapshot}: {len(chats)} openai rows but {len(prov)} provenance rows")
 
-    data = _read_dir(store, f"{snapshot}/data", HELDOUT_COLUMNS)
-    rejected = _read_dir(store, f"{snapshot}/rejected", HELDOUT_COLUMNS)
-    score_of = {} if data is None else dict(zip(data.column("prompt_id").to_pylist(),
-                                                data.column("overall_score").to_pylist(), strict=True))
+    data = _rows(store, snapshot, manifest["files"]["data"], HELDOUT_COLUMNS)
+    rejected = _rows(store, snapshot, manifest["files"]["rejected"], HELDOUT_COLUMNS)
+    for r in data + rejected:
+        r["split"] = split_of(r["dialogue_id"], split_cfg)
+        r["messages"] = _messages(r["messages"])
+    score_of = {r["prompt_id"]: r["overall_score"] for r in data}
     train = [TrainRow(p["id"], p.get("dialogue_id"), p.get("origin", "domain"), score_of.get(p["id"]), c["messages"])
              for c, p in zip(chats, prov, strict=True)]
 
@@ -93,21 +86,18 @@ def build(store: ObjectStore, snapshot: str, settings: Settings,
     if fcfg.max_rows and len(train) > fcfg.max_rows:
         train = rng.sample(train, fcfg.max_rows)
 
-    heldout = [r | {"reference": accepted}
-               for tbl, accepted in ((data, True), (rejected, False)) for r in (tbl.to_pylist() if tbl else [])
-               if split_of(r["dialogue_id"], split_cfg) == "validation"]
-    for r in heldout:
-        r["messages"] = _messages(r["messages"])
-        if not r["reference"]:  # a rejected answer is no reference (and its text was redacted)
-            r["output_text"] = r["output_json"] = None
+    heldout = [{k: v for k, v in r.items() if k != "split"} | {"reference": True}
+               for r in data if r["split"] == "validation"]
+    # a rejected answer is no reference (and its text was redacted)
+    heldout += [{k: v for k, v in r.items() if k != "split"} | {"reference": False, "output_text": None, "output_json": None}
+                for r in rejected if r["split"] == "validation"]
 
     pool = [row for row in train if row.origin == "domain"]
     seen = {row.id for row in pool}
-    all_accepted_train = [TrainRow(r["prompt_id"], r["dialogue_id"], "domain", r["overall_score"], _messages(r["messages"]))
-                          for r in (data.to_pylist() if data else [])
-                          if split_of(r["dialogue_id"], split_cfg) == "train" and r["prompt_id"] not in seen]
-    rej = [TrainRow(r["prompt_id"], r["dialogue_id"], "rejected", r["overall_score"], _messages(r["messages"]))
-           for r in (rejected.to_pylist() if rejected else []) if split_of(r["dialogue_id"], split_cfg) == "train"]
+    all_accepted_train = [TrainRow(r["prompt_id"], r["dialogue_id"], "domain", r["overall_score"], r["messages"])
+                          for r in data if r["split"] == "train" and r["prompt_id"] not in seen]
+    rej = [TrainRow(r["prompt_id"], r["dialogue_id"], "rejected", r["overall_score"], r["messages"])
+           for r in rejected if r["split"] == "train"]
     pool = pool + all_accepted_train + rej
     n_domain = sum(1 for row in train if row.origin == "domain")
     drawn = iter(rng.sample(pool, n_domain)) if pool else iter(())

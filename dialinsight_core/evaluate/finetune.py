@@ -145,12 +145,16 @@ def _callbacks(store: ObjectStore, prefix: str, max_steps: int, label: str) -> l
     return [Progress(), StoreCheckpoints()]
 
 
-def load_base(model_path: str, dtype: str = "float32") -> tuple[Any, Any]:
+def load_base(model_path: str, dtype: str = "float32", threads: int = 0) -> tuple[Any, Any]:
+    """The model and its tokenizer (pad token = eos when it has none); ``threads``: torch's CPU
+    threads (0 = torch's default)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a tqdm bar on stderr reads as an error line in an Airflow task log
+    if threads:
+        torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -166,10 +170,8 @@ def finetune(rows: Sequence[Messages], model_path: str, cfg: FinetuneSettings, s
     from transformers import Trainer, TrainingArguments, set_seed
 
     t0 = time.monotonic()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    model, tok = load_base(model_path, cfg.dtype)
+    model, tok = load_base(model_path, cfg.dtype, cfg.threads)
     ex = sft_examples(tok, rows, cfg.max_length)
     if not ex.features:
         raise ValueError(f"finetune {label}: none of {len(rows)} rows fits (skipped: {ex.skipped})")
@@ -212,9 +214,10 @@ def finetune(rows: Sequence[Messages], model_path: str, cfg: FinetuneSettings, s
                                       callbacks[0].steps_run)
 
 
-def load_finetuned(store: ObjectStore, prefix: str, model_path: str, dtype: str = "float32") -> tuple[Any, Any]:
+def load_finetuned(store: ObjectStore, prefix: str, model_path: str, dtype: str = "float32",
+                   threads: int = 0) -> tuple[Any, Any]:
     """Base model + the stored final adapter (a retried evaluation does not train again)."""
-    model, tok = load_base(model_path, dtype)
+    model, tok = load_base(model_path, dtype, threads)
     local = Path(tempfile.mkdtemp(prefix="dialinsight-adapter-"))
     try:
         download_dir(store, f"{prefix}/final", local)

@@ -19,11 +19,10 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from dialinsight_core import publishing
-from dialinsight_core.config import PROJECT_ROOT, Settings
+from dialinsight_core.config import Settings
 from dialinsight_core.errors import DataVerdict
 from dialinsight_core.evaluate import data as eval_data
 from dialinsight_core.evaluate import domain, general
@@ -35,7 +34,6 @@ from dialinsight_core.storage import ObjectStore
 from dialinsight_core.text import stable_id
 
 log = logging.getLogger(__name__)
-VARIANTS = ("base", "accepted", "ablation")
 
 
 class EvaluationRegression(DataVerdict, RuntimeError):
@@ -46,7 +44,7 @@ class EvaluationRegression(DataVerdict, RuntimeError):
 
 def base_model(settings: Settings) -> str:
     name = settings.evaluate.base_model or settings.engine.model
-    path = Path(name) if Path(name).is_absolute() else PROJECT_ROOT / name
+    path = settings.resolve_path(name)
     return str(path) if path.exists() else name  # a folder in the project, or a hub id
 
 
@@ -71,10 +69,6 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def _read_jsonl(store: ObjectStore, key: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in store.read_bytes(key).decode("utf-8").splitlines() if x.strip()]
-
-
 def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     """Training sets, held-out prompts and general items, stored under the evaluation's prefix."""
     s, store = ctx.settings, ctx.store
@@ -84,7 +78,7 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     if s.evaluate.domain_prompts and len(heldout) > s.evaluate.domain_prompts:
         heldout = sorted(heldout, key=lambda r: stable_id(s.evaluate.finetune.seed, r["prompt_id"]))[:s.evaluate.domain_prompts]
     g = s.evaluate.general
-    root = Path(g.root) if Path(g.root).is_absolute() else PROJECT_ROOT / g.root
+    root = s.resolve_path(g.root)
     items = [it for name in g.sets for it in general.stratified(general.load_set(root, name), g.items_per_set, g.seed)]
     files = {"accepted": _jsonl([r.as_dict() for r in inputs.accepted]),
              "ablation": _jsonl([r.as_dict() for r in inputs.ablation]), "heldout": _jsonl(heldout),
@@ -94,8 +88,7 @@ def run_plan(ctx: RunContext, uri: str | None) -> dict[str, Any]:
     prefix = f"{snapshot}/{s.evaluate.prefix}/{eval_key(s)}-{digest}"
     for name, body in files.items():
         store.write_bytes(f"{prefix}/inputs/{name}.jsonl", body)
-    variants = ["base", "accepted"] + (["ablation"] if s.evaluate.ablation else [])
-    plan = {"snapshot": snapshot, "snapshot_uri": store.url(snapshot), "prefix": prefix, "variants": variants,
+    plan = {"snapshot": snapshot, "snapshot_uri": store.url(snapshot), "prefix": prefix, "variants": s.evaluate.variants(),
             "base_model": base_model(s), "stats": inputs.stats | {"domain_prompts": len(heldout)},
             "general_items": {name: sum(it.set == name for it in items) for name in g.sets}}
     if not heldout:
@@ -116,30 +109,26 @@ def run_model(ctx: RunContext, plan: dict[str, Any], variant: str) -> dict[str, 
         return store.read_json(out_key)
     t0 = time.monotonic()
     fcfg = s.evaluate.finetune
-    import torch
-
-    if fcfg.threads:
-        torch.set_num_threads(fcfg.threads)
     training: dict[str, Any] | None = None
     if variant == "base":
-        model, tok = ft.load_base(plan["base_model"], fcfg.dtype)
+        model, tok = ft.load_base(plan["base_model"], fcfg.dtype, fcfg.threads)
         model.eval()
     elif store.exists(f"{prefix}/models/{variant}/training.json"):  # written after the final adapter was stored
-        model, tok = ft.load_finetuned(store, f"{prefix}/models/{variant}", plan["base_model"], fcfg.dtype)
+        model, tok = ft.load_finetuned(store, f"{prefix}/models/{variant}", plan["base_model"], fcfg.dtype, fcfg.threads)
         training = store.read_json(f"{prefix}/models/{variant}/training.json")
     else:
-        rows = [r["messages"] for r in _read_jsonl(store, f"{prefix}/inputs/{variant}.jsonl")]
+        rows = [r["messages"] for r in store.read_jsonl(f"{prefix}/inputs/{variant}.jsonl")]
         model, tok, result = ft.finetune(rows, plan["base_model"], fcfg, store, f"{prefix}/models/{variant}", variant)
         training = result.as_dict()
         store.write_json(f"{prefix}/models/{variant}/training.json", training)
     t_train = time.monotonic() - t0
 
-    items = [general.Item(**(r | {"choices": tuple(r["choices"])})) for r in _read_jsonl(store, f"{prefix}/inputs/general.jsonl")]
+    items = [general.Item(**(r | {"choices": tuple(r["choices"])})) for r in store.read_jsonl(f"{prefix}/inputs/general.jsonl")]
     g_rows = general.score_items(items, general.HFScorer(model, tok, s.evaluate.general.max_length))
     store.write_bytes(f"{prefix}/models/{variant}/general.jsonl", _jsonl(g_rows))
     t_general = time.monotonic() - t0 - t_train
 
-    heldout = _read_jsonl(store, f"{prefix}/inputs/heldout.jsonl")
+    heldout = store.read_jsonl(f"{prefix}/inputs/heldout.jsonl")
     answers = domain.generate(model, tok, [r["messages"][:-1] for r in heldout], s.evaluate.max_new_tokens,
                               repetition_penalty=s.engine.repetition_penalty)
     d_rows = score_domain(heldout, answers, s, load_output_schemas(s))
@@ -192,14 +181,13 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
     return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (sx * sy), 4)
 
 
-def quality_vs_domain(store: ObjectStore) -> dict[str, Any]:
+def quality_vs_domain(store: ObjectStore, current: dict[str, Any], current_key: str) -> dict[str, Any]:
     """(mean quality score of a training set, domain score after fine-tuning on it) over every
-    evaluation kept in the store, and their correlation (None below 3 points)."""
+    evaluation kept in the store, this one (``current``, to be stored at ``current_key``) in place
+    of what that key holds, and their correlation (None below 3 points)."""
     points = []
-    for key in store.list("snapshots/"):
-        if not key.endswith("/eval-summary.json"):
-            continue
-        summ = store.read_json(key)
+    kept = [store.read_json(k) for k in store.list("snapshots/") if k.endswith("/eval-summary.json") and k != current_key]
+    for summ in [*kept, current]:
         for v in ("accepted", "ablation"):
             q = (summ.get("training_sets") or {}).get(v, {}).get("mean_overall_score")
             d = (summ.get("after") or {}).get(v, {}).get("domain_score")
@@ -215,12 +203,12 @@ def run_report(ctx: RunContext, plan: dict[str, Any], results: list[dict[str, An
 
     s, store, prefix = ctx.settings, ctx.store, plan["prefix"]
     by = {m["variant"]: m for m in results}
-    base_rows = _read_jsonl(store, f"{prefix}/models/base/general.jsonl")
+    base_rows = store.read_jsonl(f"{prefix}/models/base/general.jsonl")
     after: dict[str, Any] = {}
     for v in plan["variants"]:
         if v == "base":
             continue
-        rows = _read_jsonl(store, f"{prefix}/models/{v}/general.jsonl")
+        rows = store.read_jsonl(f"{prefix}/models/{v}/general.jsonl")
         after[v] = {"general_acc": by[v]["general"]["acc"], "general_ci95": by[v]["general"]["ci95"],
                     "general_change": general.paired_change(base_rows, rows),
                     "domain_score": by[v]["domain"]["domain_score"], "domain_pass_rate": by[v]["domain"]["pass_rate"],
@@ -245,8 +233,7 @@ def run_report(ctx: RunContext, plan: dict[str, Any], results: list[dict[str, An
            f"(rule: at most {rule.max_general_drop_points})") if regressed else None
     if msg:
         summ["warnings"].append(msg)
-    store.write_json(f"{plan['snapshot']}/{s.evaluate.prefix}/eval-summary.json", summ)  # counted in quality_vs_domain
-    summ["quality_vs_domain"] = quality_vs_domain(store)
+    summ["quality_vs_domain"] = quality_vs_domain(store, summ, f"{plan['snapshot']}/{s.evaluate.prefix}/eval-summary.json")
     summ["headline_md"] = report.headline(summ)
     acc = after["accepted"]
     summ["asset_extra"] = {

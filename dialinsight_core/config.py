@@ -207,6 +207,23 @@ class TaskFamilySettings(_Model):
     # each value one phrase, nobody addressed), report (summary, analysis: about the dialogue, the reader
     # not addressed as "you"/您), reply (spoken to the customer, who is not "the customer"/客户), any
     form: Literal["any", "phrases", "report", "reply"] = "any"
+    # a dialogue longer than the prompt's token budget (docs/architecture.md, "Long dialogues"): whole =
+    # the task needs every turn, the prompt is quarantined (prompt_too_long); tail = keep the last turns
+    # (a reply follows the last customer turn); focus = the span with most of the instruction's role focus
+    window: Literal["whole", "tail", "focus"] = "whole"
+
+
+class AdaptiveSettings(_Model):
+    """Sampling weights re-solved from earlier runs' per-stratum accept rates (docs/architecture.md,
+    "Sampling"), so the accepted mix, not only the prompt mix, lands on the targets."""
+
+    enabled: bool = True
+    history_runs: int = Field(default=5, ge=1, le=100)  # the latest runs (by logical date) whose gate outcomes count
+    decay: float = Field(default=0.5, gt=0, le=1)  # weight of a run one step older than the next
+    prior_strength: float = Field(default=20.0, ge=0)  # pseudo-records pulling a stratum's rate to its family's
+    max_boost: float = Field(default=4.0, ge=1)  # a multiplier stays in [1/max_boost, max_boost]: no stratum vanishes
+    min_rate: float = Field(default=0.02, gt=0, le=1)  # accept rates below this count as this
+    prefix: str = "sampler/outcomes"  # object-store prefix of the per-run outcome counts
 
 
 class PromptSettings(_Model):
@@ -215,11 +232,36 @@ class PromptSettings(_Model):
     library_source: Literal["auto", "file"] = "auto"
     output_schema_dir: str = "config/output_schemas"
     instructions_per_dialogue: int = Field(default=2, ge=1, le=20)
-    variants: list[str] = Field(default_factory=lambda: ["plain", "numbered"])
-    max_dialogue_chars: int = Field(default=6000, ge=100)
+    variants: list[str] = Field(default_factory=lambda: ["plain", "numbered"])  # output layout of the ask
+    # registers of the ask (templates/ask_<name>.j2) and their sampling weights
+    templates: dict[str, float] = Field(default_factory=lambda: {"formal": 2.0, "casual": 1.0, "brief": 1.0})
+    # where the ask stands: after the dialogue (prompts about one dialogue share vLLM's prefix) or before it
+    placements: dict[str, float] = Field(default_factory=lambda: {"after": 3.0, "before": 1.0})
+    # target share of the instructions' role focus; joint targets with task_families.*.target_share by
+    # iterative proportional fitting over the cells the library has for a dialogue's scene and language
+    role_focus_shares: dict[str, float] = Field(default_factory=lambda: {"agent": 0.4, "customer": 0.3, "both": 0.3})
+    adaptive: AdaptiveSettings = Field(default_factory=AdaptiveSettings)
+    max_dialogue_chars: int = Field(default=60000, ge=100)  # runaway input: quarantined before any windowing
+    # the prompt's token budget: context (engine.max_model_len when null) - engine.max_tokens - token_margin
+    context_tokens: int | None = Field(default=None, ge=256)
+    token_margin: int = Field(default=32, ge=0)  # the chat template's own tokens
+    tokenizer: str | None = None  # tokenizer to count with; null = engine.model if it is a local folder, else bytes
+    min_window_turns: int = Field(default=2, ge=1)  # a window shorter than this cannot carry a task
     scene_weight: float = Field(default=2.0, ge=1.0)  # boost for scene-specific instructions
     # turns read at a time: build_prompts makes and writes a part's prompts before reading the next
     batch_turns: int = Field(default=65536, ge=1)
+
+    @model_validator(mode="after")
+    def _shares(self) -> PromptSettings:
+        for name, shares, allowed in (("templates", self.templates, None), ("placements", self.placements, {"after", "before"}),
+                                      ("role_focus_shares", self.role_focus_shares, {"agent", "customer", "both"})):
+            if allowed is not None and not set(shares) <= allowed:
+                raise ValueError(f"prompts.{name}: keys must be among {sorted(allowed)}, got {sorted(shares)}")
+            if any(v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
+                raise ValueError(f"prompts.{name}: weights must be >= 0 with a positive sum")
+        if not self.variants:
+            raise ValueError("prompts.variants: at least one")
+        return self
 
 
 class InstructionSettings(_Model):

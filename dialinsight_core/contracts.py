@@ -45,10 +45,18 @@ class PromptStats(TypedDict):
     dialogues_in: int
     dialogues_prompted: int
     prompts: int
-    quarantined: int
+    prompts_sampled: int  # = prompts + quarantined_prompts + the prompts of dialogues quarantined as prompt_too_long
+    quarantined: int  # dialogues
+    quarantined_prompts: int  # prompts that do not fit the token budget (their dialogue has other prompts)
     quarantined_by_reason: dict[str, int]
+    windowed: int  # prompts with a window of their dialogue's turns
+    token_budget: dict[str, Any]
     family_share: dict[str, float]
     family_target: dict[str, float]
+    mix: dict[str, Any]  # planned / target audits (prompts.sampler.mix_audit)
+    design: dict[str, float]  # expected prompts per stratum under the targets alone (the gate's reference)
+    sampler: dict[str, Any]  # the adaptive multipliers used and the runs they come from
+    diversity: dict[str, Any]
 
 
 class CacheCounters(TypedDict):
@@ -103,6 +111,8 @@ class GateStats(TypedDict):
     batch_gate_success: bool
     skipped_checks: list[str]
     failed_batch_expectations: NotRequired[list[str]]  # added by the run layer
+    mix: NotRequired[dict[str, Any]]  # the accepted mix vs the targets (prompts.sampler.mix_audit), by the run layer
+    outcomes_key: NotRequired[str]  # where this run's per-stratum outcomes are kept for the adaptive sampler
 
 
 class Baseline(NamedTuple):

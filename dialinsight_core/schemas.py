@@ -81,14 +81,15 @@ PROMPTS = pa.schema(
         ("task_family", pa.string()),
         ("scene", pa.string()),
         ("lang", pa.string()),
+        ("role_focus", pa.string()),  # agent | customer | both: whose turns the instruction is about
         ("output_schema_id", pa.string()),
-        ("template_id", pa.string()),
-        ("variant", pa.string()),
+        ("template_id", pa.string()),  # the ask's register template and version, e.g. formal@2
+        ("variant", pa.string()),  # the ask's layout and placement, e.g. numbered-after
         ("messages", pa.string()),  # JSON list of OpenAI chat messages
         ("sampling_weight", pa.float64()),
         ("seed", pa.int64()),
         ("library_version", pa.string()),
-        ("turn_span", pa.string()),  # "first-last" turn_idx of the dialogue text in the prompt
+        ("turn_span", pa.string()),  # "first-last" turn_idx of the turns in the prompt (a window of a long dialogue)
     ]
 )
 
@@ -129,6 +130,7 @@ PROMPT_CONTEXT_COLUMNS = [
     "task_family",
     "scene",
     "lang",
+    "role_focus",
     "output_schema_id",
     "template_id",
     "variant",

@@ -157,6 +157,24 @@ def diff(accepted: pa.Table, previous: Previous) -> dict[str, Any]:
     }
 
 
+def strata_view(strata: dict[str, Any], top: int = 24) -> dict[str, Any]:
+    """The mix audits as the report shows them: per stage, each margin's summary and the joint strata
+    furthest from their targets."""
+    stages = {}
+    for stage in ("prompts", "accepted"):
+        mix = strata.get(stage)
+        if not mix:
+            continue
+        joint = mix["strata"]
+        stages[stage] = {
+            "margins": {dim: {k: mix[dim][k] for k in ("n", "max_abs_deviation", "chi2", "df", "p_value")}
+                        for dim in ("task_family", "role_focus", "scene", "lang") if dim in mix},
+            "joint": {k: joint[k] for k in ("n", "max_abs_deviation", "chi2", "df", "p_value")},
+            "worst": sorted(joint["strata"], key=lambda r: -abs(r["deviation"]))[:top],
+        }
+    return {"stages": stages, "sampler": strata.get("sampler"), "diversity": strata.get("diversity")}
+
+
 def reject_reasons(rejected: pa.Table) -> Counter[str]:
     """Rejected rows per reason code (a row rejected by several expectations counts for each)."""
     codes = rejected.column("reason_code").to_pylist() if rejected.num_rows else []
@@ -165,9 +183,11 @@ def reject_reasons(rejected: pa.Table) -> Counter[str]:
 
 def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa.Table, counts: dict[str, Any],
                  families: dict[str, float], prompt_mix: dict[str, float], score_stats: dict[str, Any],
-                 label_stats: list[dict[str, Any]], previous: Previous | None, summary_md: str) -> tuple[str, dict[str, Any]]:
-    """(the HTML page, its figures as data for the manifest)."""
-    rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "lang")}
+                 label_stats: list[dict[str, Any]], previous: Previous | None, summary_md: str,
+                 strata: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(the HTML page, its figures as data for the manifest). ``strata``: the mix audits of the prompt
+    stage and the gate, the sampler's multipliers and the asks' diversity (docs/architecture.md, "Sampling")."""
+    rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "role_focus", "lang")}
     reasons = reject_reasons(rejected).most_common()
     judge, audit = score_stats.get("judge", {}), score_stats.get("audit", {})
     label_tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in label_stats)
@@ -183,7 +203,8 @@ def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa
                                                                       "accepted": mix_acc},
             "judge": {k: judge.get(k) for k in ("judged", "share", "ok", "failed", "model")},
             "audit": audit, "tokens": cost,
-            "diff": {k: v for k, v in d.items() if not k.startswith("scores_")} if d else None}
+            "diff": {k: v for k, v in d.items() if not k.startswith("scores_")} if d else None,
+            "strata": strata_view(strata) if strata else None}
     page = get_template("report.html.j2").render(
         snapshot_id=snapshot_id, uri=uri, counts=counts, data=data, summary_md=summary_md,
         fig_scores=score_figure(accepted, rejected), fig_rates=rates_figure(rates),

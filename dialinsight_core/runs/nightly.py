@@ -31,6 +31,7 @@ from dialinsight_core.contracts import (
     Baseline,
     GateKeys,
     GateOut,
+    GateStats,
     GateSummary,
     IngestKeys,
     IngestOut,
@@ -55,6 +56,7 @@ from dialinsight_core.llm import Engine, model_name, sampling_dict
 from dialinsight_core.notify import strip_url_credentials
 from dialinsight_core.parallel import available_cores, ordered_map
 from dialinsight_core.prompts import PromptBuilder, shard_of
+from dialinsight_core.prompts.sampler import Multipliers, mix_audit, outcome_counts, solve_multipliers
 from dialinsight_core.publishing import examples
 from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import gate_parts, remove_docs
@@ -140,7 +142,7 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     if library is None:
         library = load_library(settings)
     dialogues = store.read_table(k["dialogues"], schemas.DIALOGUES)
-    builder = PromptBuilder(library, load_output_schemas(settings), settings, ctx.ds)
+    builder = PromptBuilder(library, load_output_schemas(settings), settings, ctx.ds, multipliers=sampler_multipliers(ctx))
     # the shard count is fixed before the prompts exist: at most one shard per possible prompt
     n_buckets = max(1, min(settings.labeling.shards, dialogues.num_rows * settings.prompts.instructions_per_dialogue))
     prompts_key = ctx.key("prompts/prompts.parquet")
@@ -187,6 +189,46 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     keys = {"prompts": prompts_key, **ctx.write_stage("prompts", {"quarantined": builder.quarantined(),
                                                                   "instructions": library}, stats)}
     return {"keys": cast(PromptKeys, keys), "stats": stats, "shards": shards}
+
+
+def outcomes_key(ctx: RunContext) -> str:
+    """Where the gate keeps this run's per-stratum outcomes (``prompts.adaptive.prefix``)."""
+    return f"{ctx.settings.prompts.adaptive.prefix}/{ctx.paths.work.split('/', 1)[1]}.json"
+
+
+def sampler_multipliers(ctx: RunContext) -> Multipliers:
+    """The adaptive sampler's multipliers from the gate outcomes of runs with an earlier logical date
+    (newest first): a rerun or a replay of this date sees the same history, whatever ran since on it."""
+    cfg = ctx.settings.prompts.adaptive
+    if not cfg.enabled:
+        return Multipliers()
+    dated = []
+    for key in ctx.store.list(cfg.prefix + "/"):
+        m = re.search(r"/ds=(\d{4}-\d{2}-\d{2})/", key)
+        if m and key.endswith(".json") and m.group(1) < ctx.ds:
+            dated.append((m.group(1), key))
+    latest = sorted(dated, reverse=True)[: cfg.history_runs]
+    return solve_multipliers([{"key": key, **ctx.store.read_json(key)} for _, key in latest], cfg)
+
+
+def record_outcomes(ctx: RunContext, accepted_key: str, rejected_key: str) -> tuple[str, dict[str, Any] | None]:
+    """Count this run's gate outcomes per stratum for later runs' sampler, and audit the accepted mix
+    against the targets (the prompt stage's design, the configured family shares)."""
+    cols = ["task_family", "scene", "role_focus", "lang"]
+    rows: list[tuple[str, str, str, str, bool]] = []
+    for key, accepted in ((accepted_key, True), (rejected_key, False)):
+        tbl = ctx.store.open_parquet(key).read(columns=cols)
+        rows.extend((*r, accepted) for r in zip(*(tbl.column(c).to_pylist() for c in cols), strict=True))
+    strata = outcome_counts(rows)
+    key = outcomes_key(ctx)
+    ctx.store.write_json(key, {"ds": ctx.ds, "run_id": ctx.run_id, "config_hash": ctx.settings.config_hash(),
+                               "strata": strata})
+    stats_key = ctx.key("prompts/stats.json")
+    if not ctx.store.exists(stats_key):
+        return key, None
+    design = ctx.store.read_json(stats_key).get("design") or {}
+    targets = {"task_family": {f: v.target_share for f, v in ctx.settings.task_families.items()}}
+    return key, mix_audit({k: v[1] for k, v in strata.items() if v[1]}, design, targets)
 
 
 def dialogue_parts(dialogues: pa.Table, turn_batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.Table, pa.Table]]:
@@ -335,7 +377,10 @@ def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None 
                             "failed_batch_expectations": res.failed_batch_expectations,
                             "data_docs": "gx/data_docs/index.html" if docs_index else None}
     ctx.store.write_json(f"{gx_prefix}/summary.json", summary)
-    stats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
+    stats: GateStats = {**res.stats, "failed_batch_expectations": res.failed_batch_expectations}
+    stats["outcomes_key"], mix = record_outcomes(ctx, ctx.key("gate/accepted.parquet"), ctx.key("gate/rejected.parquet"))
+    if mix is not None:
+        stats["mix"] = mix
     store.write_json(ctx.key("gate/stats.json"), stats)
     keys: GateKeys = {"accepted": ctx.key("gate/accepted.parquet"), "rejected": ctx.key("gate/rejected.parquet"),
                       "gx": gx_prefix}
@@ -395,15 +440,17 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                            if f}) or [model_fingerprint(settings)]  # nothing labeled: the configured model
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
-        "prompts": prompts_out["stats"]["prompts"],
+        # prompts made: labeled ones, and those that did not fit the token budget (accepted + rejected + quarantined)
+        "prompts": prompts_out["stats"]["prompts"] + prompts_out["stats"].get("quarantined_prompts", 0),
         "accepted": n_rows["accepted"],
         "rejected": n_rows["rejected"],
         "quarantined": quarantined.num_rows,  # rows of quarantined/: dialogues and prompts, split below
         "quarantined_dialogues": ingest_out["stats"]["quarantined"] + prompts_out["stats"]["quarantined"],
-        "quarantined_prompts": sum(o["stats"]["quarantined"] for o in label_outs),
+        "quarantined_prompts": prompts_out["stats"].get("quarantined_prompts", 0)
+        + sum(o["stats"]["quarantined"] for o in label_outs),
         "quarantined_by_stage": {
             "ingest": ingest_out["stats"]["quarantined"],
-            "prompts": prompts_out["stats"]["quarantined"],
+            "prompts": prompts_out["stats"]["quarantined"] + prompts_out["stats"].get("quarantined_prompts", 0),
             "label": sum(o["stats"]["quarantined"] for o in label_outs),
         },
     }
@@ -419,6 +466,9 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                            f"{audit['agreement']:.0%} of the time ({audit['judged_ok']} records): treat its scores with care.")
     event = snapshot_event(ctx, store.url(ctx.paths.snapshot), counts, gate_out)
     summary = summary_markdown(event)
+    p_stats = prompts_out["stats"]
+    mix = {"prompts": (p_stats.get("mix") or {}).get("target"), "accepted": gate_out["stats"].get("mix"),
+           "sampler": p_stats.get("sampler"), "diversity": p_stats.get("diversity")}
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
         lineage=lineage, accepted=lambda: complete("accepted"), rejected=lambda: complete("rejected"),
@@ -430,7 +480,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         card_settings=settings.publishing.card,
         report={"families": {f: v.target_share for f, v in settings.task_families.items()},
                 "prompt_mix": dict(prompts_out["stats"]["family_share"]), "score_stats": dict(score_out["stats"]),
-                "label_stats": [dict(o["stats"]) for o in label_outs]},
+                "label_stats": [dict(o["stats"]) for o in label_outs], "strata": mix},
         card={"sources": list(ctx.params.get("sources") or [s.name for s in settings.sources]),
               "model": model_name(settings.engine), "engine": settings.engine.kind,
               "model_fingerprint": ", ".join(fingerprints),
@@ -448,6 +498,9 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
             "gx": {**gx, "suite_version": settings.gates.suite_version,
                    "results": {name: f"gx/{name}.json" for name in gx["suites"]}},
             "quality_cost": {k: score_out["stats"][k] for k in ("layers", "seconds", "judge", "audit")},
+            "mix_audit": {"prompts": _mix_summary(mix["prompts"]), "accepted": _mix_summary(mix["accepted"]),
+                          "sampler_digest": (mix["sampler"] or {}).get("digest"),
+                          "sampler_runs": (mix["sampler"] or {}).get("runs", [])},
             "summary_md": summary,
         }))
     latest = out.get("latest")
@@ -455,6 +508,14 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                                    "latest": dict(latest) if latest else None},
             "summary_md": summary + (f"\n- latest.json: {'moved here' if latest['moved'] else 'not moved'} "
                                      f"({latest['why']})" if latest else "")}
+
+
+def _mix_summary(mix: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A mix audit's figures for the manifest: each margin's and the joint strata's deviation and
+    chi-squared (the rows per stratum stay in the stage stats)."""
+    if not mix:
+        return None
+    return {dim: {k: v for k, v in audit.items() if k != "strata"} for dim, audit in mix.items()}
 
 
 def snapshot_event(ctx: RunContext, uri: str, counts: dict[str, Any], gate_out: GateOut) -> dict[str, Any]:
@@ -536,6 +597,7 @@ def check_conservation(ingest_out: IngestOut, prompts_out: PromptsOut, label_out
         "ingest": i["files_read"] == i["dialogues_kept"] + i["quarantined"],
         "ingest->prompts": p["dialogues_in"] == i["dialogues_kept"],
         "prompts": p["dialogues_in"] == p["dialogues_prompted"] + p["quarantined"],
+        "prompts (sampled)": p.get("prompts_sampled", p["prompts"]) >= p["prompts"] + p.get("quarantined_prompts", 0),
         "prompts->shards": sum(s["n"] for s in prompts_out["shards"]) == p["prompts"],
         "shards->label": sum(o["stats"]["prompts_in"] for o in label_outs) == p["prompts"],
         "label": p["prompts"] == labeled + label_q,

@@ -79,11 +79,20 @@ def is_judge(body: dict[str, Any]) -> bool:
     return "strict reviewer" in system or "严格审核员" in system
 
 
+_ASK = re.compile(r"^(?:2\. |Instruction(?: \(about the dialogue (?:above|below)\))?: |指令(?:（针对(?:上面|下面)的对话）)?："
+                  r"|- (?!Please reply)|① |1\) |Quick favour about the conversation (?:above|below): "
+                  r"|帮我看看(?:上面|下面)这段对话吧。)(.+)$")
+
+
 def _instruction(user: str) -> str:
-    for ln in user.splitlines():
-        m = re.match(r"^(?:2\. |Instruction: |指令：)(.+)$", ln.strip())
+    """The instruction line of any ask template (templates/ask_*.j2)."""
+    lines = [ln.strip() for ln in user.splitlines()]
+    for i, ln in enumerate(lines):
+        m = _ASK.match(ln)
         if m:
             return m.group(1)
+        if i and (ln.startswith("Output JSON (") or ln.startswith("输出 JSON（")):  # the brief register
+            return lines[i - 1]
     return user[-200:]
 
 

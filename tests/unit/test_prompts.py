@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from dialinsight_core import schemas
@@ -26,20 +27,28 @@ def test_prompts_are_seeded_and_reproducible(settings):
 
 
 def test_dialogue_first_and_shared_prefix(settings):
-    res, ing = _build(settings, n=5)
-    assert res.stats["prompts"] == 5 * settings.prompts.instructions_per_dialogue
-    by_dialogue: dict[str, list[list[dict]]] = {}
-    for p in res.prompts.to_pylist():
-        by_dialogue.setdefault(p["dialogue_id"], []).append(json.loads(p["messages"]))
+    """An ask placed after the dialogue leaves the dialogue as a prefix shared by every such prompt
+    of that dialogue (vLLM's prefix cache); one placed before it still carries the whole dialogue."""
+    res, ing = _build(settings, n=12)
+    assert res.stats["prompts"] == 12 * settings.prompts.instructions_per_dialogue
     first_turn = {t["dialogue_id"]: t["text"] for t in ing.turns.to_pylist() if t["turn_idx"] == 0}
-    for did, msgs in by_dialogue.items():
-        users = [m[1]["content"] for m in msgs]
-        assert all(u.startswith("Dialogue (") for u in users)
-        assert users[0].index(first_turn[did]) < users[0].index("Instruction" if "Instruction:" in users[0] else "Task:")
-        cut = users[0].index("\n\n") if "\n\n" in users[0] else users[0].rindex("\n")
-        prefix = users[0][:cut]
-        assert all(u.startswith(prefix) for u in users)  # same dialogue text, instruction after it
-        assert len({m[0]["content"] for m in msgs}) == 1  # one system prompt
+    by_dialogue: dict[str, list[tuple[str, str]]] = {}
+    for p in res.prompts.to_pylist():
+        by_dialogue.setdefault(p["dialogue_id"], []).append((p["variant"], json.loads(p["messages"])[1]["content"]))
+    placements = Counter()
+    for did, items in by_dialogue.items():
+        after = [u for v, u in items if v.endswith("-after")]
+        for v, u in items:
+            placements[v.split("-")[1]] += 1
+            if v.endswith("-after"):
+                assert u.startswith("Dialogue (") and u.index(first_turn[did]) < len(u) - 1
+            else:
+                assert not u.startswith("Dialogue (") and "\n\nDialogue (" in u and u.rstrip().endswith(
+                    ing.turns.filter(pa.compute.equal(ing.turns.column("dialogue_id"), did)).column("text")[-1].as_py())
+        if len(after) == 2:
+            dialogue = after[0][: after[0].rindex("\n", 0, after[0].index(first_turn[did]) + 1)]
+            assert after[1].startswith(dialogue)
+    assert placements["after"] > placements["before"] > 0
 
 
 def test_weighted_sampling_matches_target_shares(make_settings):

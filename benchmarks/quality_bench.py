@@ -25,7 +25,7 @@ from dialinsight_core import schemas  # noqa: E402
 from dialinsight_core.config import load_settings  # noqa: E402
 from dialinsight_core.instructions import load_library, load_output_schemas  # noqa: E402
 from dialinsight_core.llm import parse_json  # noqa: E402
-from dialinsight_core.prompts import render_messages, schema_fields  # noqa: E402
+from dialinsight_core.prompts import Ask, render_messages, schema_fields  # noqa: E402
 from dialinsight_core.quality.scoring import failed_thresholds, score_labels  # noqa: E402
 from dialinsight_core.templating import template_env  # noqa: E402
 
@@ -54,11 +54,12 @@ def score(dialogues: list[dict[str, Any]], labels: list[dict[str, Any]]) -> list
         fam = lab["task_family"]
         schema_id = settings.task_families[fam].output_schema_id
         messages = render_messages(env, lang=d["lang"], scene="*", turns=d["turns"], instruction=instr[lab["instruction_id"]]["text"],
-                                   variant="plain", fields=schema_fields(out_schemas[schema_id]),
+                                   ask=Ask(), fields=schema_fields(out_schemas[schema_id]),
                                    domain=settings.domain_of(None))
         prompts.append({"prompt_id": lab["label_id"], "dialogue_id": d["dialogue_id"], "instruction_id": lab["instruction_id"],
-                        "task_family": fam, "scene": "*", "lang": d["lang"], "output_schema_id": schema_id, "template_id": "t",
-                        "variant": "plain", "messages": json.dumps(messages, ensure_ascii=False), "sampling_weight": 1.0,
+                        "task_family": fam, "scene": "*", "lang": d["lang"],
+                        "role_focus": instr[lab["instruction_id"]]["role_focus"], "output_schema_id": schema_id,
+                        "template_id": "t", "variant": "plain", "messages": json.dumps(messages, ensure_ascii=False), "sampling_weight": 1.0,
                         "seed": 0, "library_version": "v1", "turn_span": f"0-{len(d['turns']) - 1}"})
         rows.append({"prompt_id": lab["label_id"], "output_text": lab["output_text"], "output_json": parse_json(lab["output_text"]),
                      "model": "fixture", "engine": "fixture", "sampling_params_hash": "h", "prompt_tokens": 0,

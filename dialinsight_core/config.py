@@ -417,6 +417,9 @@ class GateSettings(_Model):
     # share of each task family among accepted records must be within target_share +- tolerance
     task_mix_tolerance: float = Field(default=0.15, ge=0, le=1)
     task_mix_min_rows: int = Field(default=40, ge=1)  # fewer accepted rows: the check is skipped (reported)
+    # a family's band is target +- max(task_mix_tolerance, task_mix_z standard errors of a share of n accepted
+    # rows): a small run is not failed for the sampling noise a perfect sampler shows (0 = the tolerance alone)
+    task_mix_z: float = Field(default=3.0, ge=0)
     max_judge_failure_rate: float = Field(default=0.5, ge=0, le=1)
     collapse: CollapseSettings = CollapseSettings()
     row_count: RowCountSettings = RowCountSettings()

@@ -37,8 +37,8 @@ class Previous:
 def report_columns(rows: pa.Table) -> pa.Table:
     """What the report reads of published (or rejected) rows: ids, strata, scores, reasons, and a
     digest of the answer instead of its text, so a snapshot's report holds a few dozen bytes a row."""
-    keep = [c for c in ("prompt_id", "task_family", "scene", "lang", "overall_score", *(f"q_{d}" for d in DIMENSIONS),
-                        "reason_code") if c in rows.column_names]
+    keep = [c for c in ("prompt_id", "task_family", "scene", "role_focus", "lang", "overall_score",
+                        *(f"q_{d}" for d in DIMENSIONS), "reason_code") if c in rows.column_names]
     digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest() for t in rows.column("output_text").to_pylist()]
     return rows.select(keep).append_column("output_digest", pa.array(digests, type=pa.string()))
 
@@ -187,7 +187,8 @@ def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa
                  strata: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """(the HTML page, its figures as data for the manifest). ``strata``: the mix audits of the prompt
     stage and the gate, the sampler's multipliers and the asks' diversity (docs/architecture.md, "Sampling")."""
-    rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "role_focus", "lang")}
+    rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "role_focus", "lang")
+             if col in accepted.column_names}
     reasons = reject_reasons(rejected).most_common()
     judge, audit = score_stats.get("judge", {}), score_stats.get("audit", {})
     label_tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in label_stats)

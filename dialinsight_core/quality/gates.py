@@ -115,9 +115,11 @@ def accepted_expectations(settings: Settings, n_accepted: int, baseline: Baselin
     skipped: list[dict[str, str]] = []
     if n_accepted >= g.task_mix_min_rows:
         for fam, cfg in settings.task_families.items():
+            t = cfg.target_share
+            band = max(g.task_mix_tolerance, g.task_mix_z * math.sqrt(t * (1 - t) / n_accepted))
             exps.append((f"task_mix_{fam}", "ExpectColumnMeanToBeBetween",
-                         {"column": f"is_{fam}", "min_value": round(max(cfg.target_share - g.task_mix_tolerance, 0), 4),
-                          "max_value": round(min(cfg.target_share + g.task_mix_tolerance, 1), 4)}))
+                         {"column": f"is_{fam}", "min_value": round(max(t - band, 0), 4),
+                          "max_value": round(min(t + band, 1), 4)}))
     else:
         skipped.append({"check": "task_mix", "why": f"{n_accepted} accepted < gates.task_mix_min_rows={g.task_mix_min_rows}"})
     expected = expected_rows(settings, baseline, dialogues_read, params)

@@ -220,3 +220,36 @@ def test_publish_streams_in_parts_and_writes_what_one_part_writes(make_settings,
             total += len(lines[0])
         assert total == a["counts"]["accepted"], fmt
     assert manifests[0]["report"]["rates"] == manifests[1]["report"]["rates"]
+
+
+def test_the_sampler_learns_the_accepted_mix_from_earlier_nights(make_settings, fake_openai):
+    """Night 0 draws for the targets alone; its gate records each stratum's outcomes; night 1 reads
+    them, re-solves the weights and its accepted mix lands closer to the targets (the server's known
+    rule: a fixed share of each family's answers are loops the rules reject)."""
+    from benchmarks.mix_bench import LOOP_SHARE, rule_plan
+
+    env = {"DIALINSIGHT__INGEST__MAX_DIALOGUES": "200", "DIALINSIGHT__QUALITY__JUDGE__ENABLED": "false",
+           "DIALINSIGHT__GATES__TASK_MIX_TOLERANCE": "0.5"}
+    srv = fake_openai(rule_plan(make_settings(**env), LOOP_SHARE))
+    s = _settings(make_settings, srv, **env)
+    store = store_from_settings(s)
+    got = []
+    for night in range(2):
+        ctx = RunContext(s, f"2026-11-0{night + 1}", f"manual__n{night}")
+        out = run_all(ctx)
+        prompts = store.read_json(ctx.key("prompts/stats.json"))
+        gate = store.read_json(ctx.key("gate/stats.json"))
+        manifest = store.read_json(out["snapshot_uri"].split(store.uri + "/")[1] + "/manifest.json")
+        got.append((prompts, gate, manifest))
+        outcomes = store.read_json(gate["outcomes_key"])
+        assert sum(n for n, _ in outcomes["strata"].values()) == gate["accepted"] + gate["rejected"]
+        assert sum(a for _, a in outcomes["strata"].values()) == gate["accepted"]
+    (p0, g0, _), (p1, g1, m1) = got
+    assert p0["sampler"]["runs"] == [] and p1["sampler"]["runs"] == [g0["outcomes_key"]]
+    assert p1["sampler"]["families"]["data_analysis"] > 1 > p1["sampler"]["families"]["summarisation"]
+    dev0, dev1 = (g["mix"]["task_family"]["max_abs_deviation"] for g in (g0, g1))
+    assert dev1 < dev0 and dev1 <= 0.05, (dev0, dev1)
+    assert m1["mix_audit"]["accepted"]["task_family"]["max_abs_deviation"] == dev1
+    assert m1["mix_audit"]["sampler_digest"] == p1["sampler"]["digest"] != p0["sampler"]["digest"]
+    page = store.read_bytes(out["snapshot_uri"].split(store.uri + "/")[1] + "/report.html").decode()
+    assert "Strata: task family" in page and "adaptive weights from 1 earlier run" in page

@@ -119,6 +119,19 @@ def test_task_mix_within_tolerance(make_settings):
     assert failed == {"task_mix_information_extraction", "task_mix_summarisation", "task_mix_dialogue_generation",
                       "task_mix_data_analysis"}
 
+    # the band is the tolerance, or the sampling noise of a share of n rows where that is larger
+    from dialinsight_core.quality.gates import accepted_expectations
+
+    def band(n: int, **env: str) -> float:
+        exps, _ = accepted_expectations(make_settings(DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.05", **env), n, None,
+                                        None, None)
+        kw = next(kw for name, _, kw in exps if name == "task_mix_data_analysis")
+        return round(kw["max_value"] - 0.25, 4)
+
+    assert band(100_000) == 0.05
+    assert band(100) == round(3 * (0.25 * 0.75 / 100) ** 0.5, 4)  # 0.13: three standard errors
+    assert band(100, DIALINSIGHT__GATES__TASK_MIX_Z="0") == 0.05
+
 
 def test_row_count_against_previous_snapshot(settings):
     rows = [_row(i) for i in range(40)]

@@ -121,11 +121,19 @@ class Multipliers:
         blob = json.dumps([self.by_stratum, self.by_family], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def record(self) -> dict[str, Any]:
+    def record(self, full: bool = False) -> dict[str, Any]:
+        """What the stage stats show (rounded); ``full``: the exact values, to pin and reload."""
+        r = (lambda x: x) if full else (lambda x: round(x, 4))
         return {"runs": self.runs, "digest": self.digest(),
-                "strata": {k: {"rate": round(self.rates.get(k, float("nan")), 4), "multiplier": round(v, 4)}
+                "strata": {k: {"rate": r(self.rates.get(k, float("nan"))), "multiplier": r(v)}
                            for k, v in sorted(self.by_stratum.items())},
-                "families": {k: round(v, 4) for k, v in sorted(self.by_family.items())}}
+                "families": {k: r(v) for k, v in sorted(self.by_family.items())}}
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> Multipliers:
+        return cls(by_stratum={k: v["multiplier"] for k, v in rec.get("strata", {}).items()},
+                   by_family=dict(rec.get("families", {})),
+                   rates={k: v["rate"] for k, v in rec.get("strata", {}).items()}, runs=list(rec.get("runs", [])))
 
 
 def solve_multipliers(outcomes: Sequence[Mapping[str, Any]], cfg: AdaptiveSettings) -> Multipliers:

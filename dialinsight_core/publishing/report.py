@@ -34,10 +34,13 @@ class Previous:
     data: pa.Table  # its accepted rows' ``report_columns``
 
 
+ASK_COLUMNS = ("template_id", "variant")  # in the report's tables, not its figure (too many bars)
+
+
 def report_columns(rows: pa.Table) -> pa.Table:
     """What the report reads of published (or rejected) rows: ids, strata, scores, reasons, and a
     digest of the answer instead of its text, so a snapshot's report holds a few dozen bytes a row."""
-    keep = [c for c in ("prompt_id", "task_family", "scene", "role_focus", "lang", "overall_score",
+    keep = [c for c in ("prompt_id", "task_family", "scene", "role_focus", "lang", "template_id", "variant", "overall_score",
                         *(f"q_{d}" for d in DIMENSIONS), "reason_code") if c in rows.column_names]
     digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest() for t in rows.column("output_text").to_pylist()]
     return rows.select(keep).append_column("output_digest", pa.array(digests, type=pa.string()))
@@ -187,8 +190,8 @@ def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa
                  strata: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """(the HTML page, its figures as data for the manifest). ``strata``: the mix audits of the prompt
     stage and the gate, the sampler's multipliers and the asks' diversity (docs/architecture.md, "Sampling")."""
-    rates = {col: rate_by(accepted, rejected, col) for col in ("task_family", "scene", "role_focus", "lang")
-             if col in accepted.column_names}
+    rates = {col: rate_by(accepted, rejected, col)
+             for col in ("task_family", "scene", "role_focus", "lang", "template_id", "variant") if col in accepted.column_names}
     reasons = reject_reasons(rejected).most_common()
     judge, audit = score_stats.get("judge", {}), score_stats.get("audit", {})
     label_tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in label_stats)
@@ -208,7 +211,8 @@ def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa
             "strata": strata_view(strata) if strata else None}
     page = get_template("report.html.j2").render(
         snapshot_id=snapshot_id, uri=uri, counts=counts, data=data, summary_md=summary_md,
-        fig_scores=score_figure(accepted, rejected), fig_rates=rates_figure(rates),
+        fig_scores=score_figure(accepted, rejected),
+        fig_rates=rates_figure({k: v for k, v in rates.items() if k not in ASK_COLUMNS}),
         fig_reasons=reasons_figure(reasons) if reasons else None,
         fig_mix=mix_figure(list(families), families, prompt_mix, mix_acc, d["mix_previous"] if d else None),
         fig_shift=shift_figure(d["scores_now"], d["scores_previous"]) if d else None, esc=html.escape)

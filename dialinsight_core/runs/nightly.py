@@ -11,6 +11,7 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import tempfile
 from collections import Counter, defaultdict
@@ -62,6 +63,7 @@ from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import gate_parts, remove_docs
 from dialinsight_core.quality.scoring import score_parts, score_workers
 from dialinsight_core.runs.context import RunContext, code_version
+from dialinsight_core.storage import ObjectExistsError
 
 __all__ = [
     "BatchGateFailed",
@@ -197,18 +199,29 @@ def outcomes_key(ctx: RunContext) -> str:
 
 
 def sampler_multipliers(ctx: RunContext) -> Multipliers:
-    """The adaptive sampler's multipliers from the gate outcomes of runs with an earlier logical date
-    (newest first): a rerun or a replay of this date sees the same history, whatever ran since on it."""
+    """The adaptive sampler's multipliers for this logical date. The first prompt build of a date
+    solves them from the gate outcomes of runs with an earlier date (newest first) and pins them
+    (``sampler/pinned/ds=<ds>.json``, create-only); every later run of the date (a retry, a rerun,
+    an override run, a replay) uses the pinned ones, so it builds the same prompts and finds their
+    answers in the cache, whatever ran since. Delete the pin to re-solve."""
     cfg = ctx.settings.prompts.adaptive
     if not cfg.enabled:
         return Multipliers()
+    pin = f"{posixpath.dirname(cfg.prefix) or 'sampler'}/pinned/ds={ctx.ds}.json"
+    if ctx.store.exists(pin):
+        return Multipliers.from_record(ctx.store.read_json(pin))
     dated = []
     for key in ctx.store.list(cfg.prefix + "/"):
         m = re.search(r"/ds=(\d{4}-\d{2}-\d{2})/", key)
         if m and key.endswith(".json") and m.group(1) < ctx.ds:
             dated.append((m.group(1), key))
     latest = sorted(dated, reverse=True)[: cfg.history_runs]
-    return solve_multipliers([{"key": key, **ctx.store.read_json(key)} for _, key in latest], cfg)
+    mult = solve_multipliers([{"key": key, **ctx.store.read_json(key)} for _, key in latest], cfg)
+    try:
+        ctx.store.write_bytes(pin, json.dumps(mult.record(full=True), sort_keys=True).encode(), overwrite=False)
+    except ObjectExistsError:  # another run of this date pinned first: use its multipliers
+        return Multipliers.from_record(ctx.store.read_json(pin))
+    return mult
 
 
 def record_outcomes(ctx: RunContext, accepted_key: str, rejected_key: str) -> tuple[str, dict[str, Any] | None]:

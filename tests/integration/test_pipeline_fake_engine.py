@@ -253,3 +253,13 @@ def test_the_sampler_learns_the_accepted_mix_from_earlier_nights(make_settings, 
     assert m1["mix_audit"]["sampler_digest"] == p1["sampler"]["digest"] != p0["sampler"]["digest"]
     page = store.read_bytes(out["snapshot_uri"].split(store.uri + "/")[1] + "/report.html").decode()
     assert "Strata: task family" in page and "adaptive weights from 1 earlier run" in page
+    # a rerun of night 1's date after a backfill of an older date: the date's pinned weights, the same prompts
+    from dialinsight_core.runs.nightly import run_build_prompts, run_ingest
+
+    store.write_json("sampler/outcomes/ds=2026-10-01/run=manual__backfill.json",
+                     {"strata": {"summarisation|viewing_appointment|both|en": [100, 0]}})
+    again = RunContext(s, "2026-11-02", "manual__rerun")
+    p_again = run_build_prompts(again, run_ingest(again))
+    assert p_again["stats"]["sampler"] == p1["sampler"]
+    ids = (lambda c: sorted(store.read_table(c.key("prompts/prompts.parquet")).column("prompt_id").to_pylist()))  # noqa: E731
+    assert ids(again) == ids(RunContext(s, "2026-11-02", "manual__n1"))

@@ -237,10 +237,10 @@ def test_two_runs_of_one_date_at_once_then_an_older_date_and_a_tiny_manual_run(f
     assert store.read_pointer(LATEST_KEY)[0]["snapshot_id"] == winner
     record("an older date rerun after a newer one", "a run of 2026-11-20 after 2026-11-25", older, resent(srv) - both,
            "did not move back (forward-only)", expect_latest=winner)
-    tiny = Pipeline(env, DS, "manual__tiny", {"max_dialogues": 1})  # issue 15: a test trigger replaced the dataset
+    tiny = Pipeline(env, DS, "manual__tiny", {"max_dialogues": 3})  # issue 15: a test trigger replaced the dataset
     out = tiny.all()["publish"]["latest"]
     assert out["moved"] is False and "promote" in out["why"]
-    record("a tiny manual run (max_dialogues=1)", "a run with an override param", tiny, resent(srv) - both,
+    record("a tiny manual run (max_dialogues=3)", "a run with an override param", tiny, resent(srv) - both,
            "not moved (override run, not promoted)", expect_latest=winner)
     assert resent(srv) == both  # the later runs found every answer the first two paid for
 

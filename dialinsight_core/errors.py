@@ -25,6 +25,10 @@ class BatchGateFailed(DataVerdict, RuntimeError):
         self.evidence = evidence
         self.next_step = (f"open the Data Docs ({evidence}) for the failed expectations and the rejected rows' "
                           "reasons; nothing was published and snapshots/latest.json still points at the last good snapshot")
+        if any(f.startswith("task_mix_") for f in self.failures):
+            self.next_step += ("; the accepted task mix missed its targets: this run's per-stratum outcomes are recorded, "
+                               "and the next logical date's prompts are re-weighted towards the families the gates "
+                               "rejected (prompts.adaptive; the gate stats' `mix` shows every stratum)")
         super().__init__("batch gate failed, nothing published. Failed expectations:\n  - "
                          + "\n  - ".join(self.failures) + f"\nevidence: {evidence}")
 

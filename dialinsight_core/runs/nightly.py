@@ -580,9 +580,13 @@ def verdict_line(ctx: RunContext, stage: str, out: Any) -> str:
                 f"{sum(s['pii_redactions'].values())} PII values redacted in {s['dialogues_with_pii']} dialogues; "
                 f"duplicates dropped: {_top(s['duplicates'])}; output: {where}ingest/")
     if stage == "build_prompts":
+        runs = len((s.get("sampler") or {}).get("runs", []))
         return (f"build_prompts OK: {s['prompts']} prompts from {s['dialogues_prompted']} dialogues in "
-                f"{len(out['shards'])} label shard(s), {s['quarantined']} quarantined; task mix "
-                f"{ {k: round(v, 2) for k, v in s['family_share'].items()} }; output: {where}prompts/")
+                f"{len(out['shards'])} label shard(s), {s['quarantined']} dialogues and "
+                f"{s.get('quarantined_prompts', 0)} prompts quarantined, {s.get('windowed', 0)} windowed; task mix "
+                f"{ {k: round(v, 2) for k, v in s['family_share'].items()} } "
+                f"({f'adaptive weights from {runs} earlier run(s)' if runs else 'targets alone: no earlier outcomes'}); "
+                f"output: {where}prompts/")
     if stage == "label":
         return (f"label OK: {s['prompts_in']} prompts -> {s['labeled']} labeled, {s['quarantined']} quarantined "
                 f"(top reasons: {_top(s['quarantined_by_reason'])}); {s['cache_hits']} from the request cache, "
@@ -594,7 +598,8 @@ def verdict_line(ctx: RunContext, stage: str, out: Any) -> str:
                 f"{j.get('judged', 0)} ({j.get('failed', 0)} judge failures); output: {where}score/")
     if stage == "gate":
         return (f"gate OK: {s['accepted']} accepted, {s['rejected']} rejected (accept rate {s['accept_rate']:.1%}; "
-                f"top reject reasons: {_top(s['rejected_by_reason'])}); batch gate passed; "
+                f"top reject reasons: {_top(s['rejected_by_reason'])}); batch gate passed; accepted family mix at most "
+                f"{(s.get('mix') or {}).get('task_family', {}).get('max_abs_deviation', float('nan')):.3f} from target; "
                 f"GX evidence: {ctx.store.url(out['keys']['gx'])}/")
     raise ValueError(f"no verdict line for stage {stage!r}")
 

@@ -118,6 +118,9 @@ def test_task_mix_within_tolerance(make_settings):
     failed = {f.split(":")[0] for f in res.failed_batch_expectations}
     assert failed == {"task_mix_information_extraction", "task_mix_summarisation", "task_mix_dialogue_generation",
                       "task_mix_data_analysis"}
+    from dialinsight_core.errors import BatchGateFailed
+
+    assert "re-weighted" in BatchGateFailed(res.failed_batch_expectations, "evidence").next_step  # what happens next
 
     # the band is the tolerance, or the sampling noise of a share of n rows where that is larger
     from dialinsight_core.quality.gates import accepted_expectations

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_all(ctx)
     except BatchGateFailed as exc:
-        print(exc, file=sys.stderr)
+        print(f"{exc}\nnext step: {exc.next_step}", file=sys.stderr)
         return 3
     except SourceError as exc:
         print(exc, file=sys.stderr)

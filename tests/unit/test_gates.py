@@ -262,3 +262,17 @@ def test_each_row_gate_part_has_its_data_docs_page_saying_what_it_rejected(make_
         assert index.count("rows rejected by these expectations'") == 2 and "'Failed'" not in index
     finally:
         remove_docs(res)
+
+
+def test_the_cli_prints_a_failed_gates_next_step(monkeypatch, capsys, tmp_path):
+    from dialinsight_core import __main__ as cli
+    from dialinsight_core.errors import BatchGateFailed
+
+    def fail(ctx):
+        raise BatchGateFailed(["task_mix_data_analysis: observed 0.1"], "file:///evidence")
+
+    monkeypatch.setenv("DIALINSIGHT__STORAGE__URI", f"file://{tmp_path}")
+    monkeypatch.setattr(cli, "run_all", fail)
+    assert cli.main(["run", "--ds", "2026-11-25"]) == 3
+    err = capsys.readouterr().err
+    assert "task_mix_data_analysis" in err and "next step:" in err and "re-weighted" in err

@@ -68,14 +68,25 @@ def render_parts(
 ) -> tuple[str, str, str]:
     """(system, dialogue, ask) texts of one prompt; the domain (of the dialogue's source) names the
     field and the two roles. ``excerpt``: (first, last, of) turn numbers when the dialogue is windowed."""
+    system, dialogue = render_context(env, lang=lang, scene=scene, turns=turns, domain=domain, excerpt=excerpt)
+    return system, dialogue, render_ask(env, lang=lang, instruction=instruction, fields=fields, ask=ask)
+
+
+def render_context(env: Environment, *, lang: str, scene: str, turns: list[dict[str, Any]], domain: DomainSettings,
+                   excerpt: tuple[int, int, int] | None = None) -> tuple[str, str]:
+    """(system, dialogue): what every prompt about one dialogue shares, whatever its instruction."""
     lang_key = prompt_lang(lang)
     role_names = domain.role_names[lang_key]
     system = env.get_template("system.j2").render(lang=lang_key, domain=domain.name[lang_key], role_names=role_names)
     dialogue = env.get_template("dialogue.j2").render(lang=lang_key, scene=scene, turns=turns, role_names=role_names,
                                                       excerpt=excerpt)
-    text = env.get_template(f"ask_{ask.register}.j2").render(lang=lang_key, instruction=instruction, fields=fields,
+    return system, dialogue
+
+
+def render_ask(env: Environment, *, lang: str, instruction: str, fields: list[str], ask: Ask) -> str:
+    """The ask of one prompt: the instruction and the output constraints in the ask's register and layout."""
+    return env.get_template(f"ask_{ask.register}.j2").render(lang=prompt_lang(lang), instruction=instruction, fields=fields,
                                                               layout=ask.layout, placement=ask.placement)
-    return system, dialogue, text
 
 
 def join_user(dialogue: str, ask_text: str, placement: str) -> str:
@@ -234,7 +245,7 @@ class PromptBuilder:
         self.design: defaultdict[str, float] = defaultdict(float)  # the same with the targets alone (no adaptation)
         self.dialogues_in = self.dialogues_prompted = self.prompts = self.sampled = 0
         self.dialogues_quarantined = self.prompts_quarantined = self.windowed = self.sampled_unfit = 0
-        self._rendered: tuple[str | None, tuple[str, str, str]] = (None, ("", "", ""))
+        self._rendered: tuple[str | None, tuple[str, str]] = (None, ("", ""))
 
     def add(self, dialogues: list[dict[str, Any]], turns_by_dialogue: dict[str, list[dict[str, Any]]]) -> pa.Table:
         """The PROMPTS rows of these dialogues (``turns_by_dialogue``: each one's turns, any order)."""
@@ -309,10 +320,10 @@ class PromptBuilder:
         common = {"lang": d["lang"], "scene": d["scene"], "instruction": ins["text"], "ask": ask, "fields": fields,
                   "domain": domain}
         if self._rendered[0] != d["dialogue_id"]:  # system and dialogue are the same for every prompt of a dialogue
-            self._rendered = (d["dialogue_id"], render_parts(self.env, turns=dturns, **common))
-        system, dialogue, _ = self._rendered[1]
-        text = self.env.get_template(f"ask_{ask.register}.j2").render(
-            lang=prompt_lang(d["lang"]), instruction=ins["text"], fields=fields, layout=ask.layout, placement=ask.placement)
+            self._rendered = (d["dialogue_id"], render_context(self.env, lang=d["lang"], scene=d["scene"], turns=dturns,
+                                                               domain=domain))
+        system, dialogue = self._rendered[1]
+        text = render_ask(self.env, lang=d["lang"], instruction=ins["text"], fields=fields, ask=ask)
         budget = self.tokens.budget
         span = (0, len(dturns))
         if not TokenCounter.surely_fits([system, dialogue, text], budget):

@@ -49,7 +49,7 @@ class MinHasher:
         grams = shingles(text, self.k)
         if not grams:
             return np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        x = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
+        x = np.fromiter(map(zlib.crc32, map(str.encode, grams)), dtype=np.uint64, count=len(grams))  # UTF-8, C loops
         a, b = self._ab
         return ((a[:, None] * x[None, :] + b[:, None]) % _PRIME).min(axis=1)
 

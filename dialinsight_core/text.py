@@ -64,9 +64,32 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+class _FoldTable(dict[int, str]):
+    """Character code -> its fold (NFKC per character, lower case), filled on first sight: the
+    table ``str.translate`` folds a whole text with, at C speed, once a character was seen."""
+
+    def __init__(self, lower: bool) -> None:
+        super().__init__()
+        self.lower = lower
+
+    def __missing__(self, code: int) -> str:
+        ch = chr(code)
+        f = unicodedata.normalize("NFKC", ch) if code > 127 else ch
+        if self.lower:
+            f = f.lower()
+        self[code] = f
+        return f
+
+
+_FOLD_TABLES = {True: _FoldTable(True), False: _FoldTable(False)}
+
+
 def fold_map(text: str, lower: bool = True) -> tuple[str, list[int]]:
     """The folded text and, per folded character, the index of the original character it came
     from: detectors run on the folded copy, redaction replaces the original span."""
+    folded = text.translate(_FOLD_TABLES[lower])
+    if len(folded) == len(text):  # no character folded to several (none folds to nothing): 1:1
+        return folded, list(range(len(text)))
     out: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
@@ -103,18 +126,50 @@ def _tokens(text: str) -> tuple[str, ...]:
 _REPEATS = re.compile(r"(.)\1{8,}", re.S)
 
 
+VITERBI_MEMO = 1 << 16  # distinct out-of-vocabulary runs kept (each a few characters and its route)
+
+
+@cache
+def tagger() -> ModuleType:
+    """jieba.posseg, with its HMM decoder memoised per character run.
+
+    posseg decodes with a pure-Python Viterbi every run of characters its dictionary does not
+    know (names, numbers with units, 我想在): 87 % of tagging time, 1.2 ms a run. The decoder is a
+    pure function of the run over fixed tables, and runs recur (元, 楼, 看房), so a bounded LRU
+    over it returns exactly what jieba computes (tested on every text of the fixtures and a
+    synthetic corpus, docs/benchmarks.md). Installed once per process, on first use."""
+    import jieba.posseg as posseg  # lazy: its tables take ~1 s to import (see ``segmenter``)
+
+    segmenter()
+    decode = posseg.viterbi
+    if getattr(decode, "memoised", False):
+        return posseg
+    tables = (posseg.char_state_tab_P, posseg.start_P, posseg.trans_P, posseg.emit_P)
+
+    @lru_cache(maxsize=VITERBI_MEMO)
+    def run(obs: str) -> tuple[float, list[tuple[str, str]]]:
+        return decode(obs, *tables)
+
+    def viterbi(obs: str, states: Any, start_p: Any, trans_p: Any, emit_p: Any) -> Any:
+        if states is tables[0] and start_p is tables[1] and trans_p is tables[2] and emit_p is tables[3]:
+            return run(obs)  # posseg's own tables: a memo hit is jieba's own answer
+        return decode(obs, states, start_p, trans_p, emit_p)
+
+    viterbi.memoised = True  # type: ignore[attr-defined]
+    viterbi.cache_info = run.cache_info  # type: ignore[attr-defined]
+    posseg.viterbi = viterbi
+    return posseg
+
+
 @lru_cache(maxsize=8192)  # whole dialogues and answers: a bounded window (a dialogue's prompts come together)
 def tagged_words(text: str) -> tuple[tuple[str, str], ...]:
     """(word, part-of-speech) of the Chinese in ``text`` (jieba.posseg: ``n*`` nouns, ``nr`` person
     names, ``v`` verbs...); empty for text without ideographs. Cached like ``tokens``."""
     if not CJK.search(text):
         return ()
-    import jieba.posseg  # lazy: its tables take ~1 s to import (see ``segmenter``)
-
-    segmenter()
     # a run of one repeated character (房房房…, a hostile or broken input) holds no word worth
     # tagging, and jieba's HMM pays ~20 µs per character of it: keep 8 of it
-    return tuple((p.word, p.flag) for p in jieba.posseg.cut(_REPEATS.sub(r"\1" * 8, text)))
+    return tuple((p.word, p.flag) for p in tagger().cut(_REPEATS.sub(r"\1" * 8, text)))
 
 
 def keyword_count(keyword: str, text: str, first: bool = False) -> int:
@@ -122,7 +177,12 @@ def keyword_count(keyword: str, text: str, first: bool = False) -> int:
     ("hi" is not in "this"), Chinese keywords only where a word of the segmenter starts (租 is in
     我想租房 and 租金, not in 出租车; 电话 is in 电话号码). Punctuation keywords ("?", "[name_") match anywhere.
     Both sides are folded, so full-width forms count. ``first``: stop at the first one."""
-    kw, low = fold(keyword), fold(text)
+    return folded_count(fold(keyword), fold(text), first)
+
+
+def folded_count(kw: str, low: str, first: bool = False) -> int:
+    """``keyword_count`` of a folded keyword in a folded text: a classifier that tries many
+    keywords on one text folds each once (``keyword_count``'s own folds are per call)."""
     if not kw or kw not in low:
         return 0
     if not (kw[0].isalnum() or CJK.match(kw)):  # punctuation: anywhere

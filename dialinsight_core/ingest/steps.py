@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from dialinsight_core.dedup_index import Match, PublishedDialogues
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
 from dialinsight_core.parallel import ordered_map
 from dialinsight_core.pii import Redactor, compile_patterns
-from dialinsight_core.text import clean_text, detect_lang, fold, keyword_count, normalise_text
+from dialinsight_core.text import clean_text, detect_lang, fold, folded_count, normalise_text
 
 STAGE = "ingest"
 Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
@@ -362,23 +363,27 @@ def classify_scene_with_source(text: str, hints: list[str], source: SourceSettin
         if hint in source.scene_map:
             return source.scene_map[hint], "source"
     scenes, best = settings.scenes_of(source.domain)
-    best_hits = 0
+    best_hits, low = 0, fold(text)
     for name, scene in scenes.items():
-        hits = sum(keyword_count(k, text) for k in dict.fromkeys(map(fold, scene.keywords)))
+        hits = sum(folded_count(k, low) for k in folded_keywords(tuple(scene.keywords)) if k in low)
         if hits > best_hits:
             best, best_hits = name, hits
     return best, ("keywords" if best_hits else "default")
 
 
-def _keyword_in(keyword: str, text: str) -> bool:
-    return keyword_count(keyword, text, first=True) > 0
+@lru_cache(maxsize=1024)
+def folded_keywords(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """A taxonomy entry's keywords as ``keyword_count`` compares them ("？" and "?" are one
+    keyword), folded once per process instead of once per turn."""
+    return tuple(fold(k) for k in dict.fromkeys(map(fold, keywords)))
 
 
 def classify_behaviour(role: str, text: str, settings: Settings) -> str:
-    """Keyword classifier of what a turn does (greet, state_need, quote_price, ...); 'other' if nothing matches."""
-    best, best_hits = "other", 0
+    """Keyword classifier of what a turn does (greet, state_need, quote_price, ...); 'other' if nothing matches.
+    A keyword's substring test comes first: most keywords are not in most turns."""
+    best, best_hits, low = "other", 0, fold(text)
     for name, keywords in settings.taxonomy.behaviours.get(role, {}).items():
-        hits = sum(1 for k in dict.fromkeys(map(fold, keywords)) if _keyword_in(k, text))  # "？" and "?" are one keyword
+        hits = sum(1 for k in folded_keywords(tuple(keywords)) if k in low and folded_count(k, low, first=True))
         if hits > best_hits:
             best, best_hits = name, hits
     return best

@@ -69,6 +69,28 @@ def request_key(model: str, req: LabelRequest, sampling: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def request_keys(model: str, requests: list[LabelRequest], sampling: dict[str, Any]) -> list[str]:
+    """``request_key`` of each request, the same hex digests: the payload's JSON is hashed in its
+    parts (keys sorted: messages, model, sampling, schema), and the model, the sampling and each
+    schema object are serialised once per call instead of once per request."""
+    def dumps(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+    middle = f', "model": {dumps(model)}, "sampling": {dumps(sampling)}, "schema": '.encode()
+    schemas: dict[int, bytes] = {}  # by id: the requests (and so their schemas) live through the call
+    out: list[str] = []
+    for req in requests:
+        tail = schemas.get(id(req.json_schema))
+        if tail is None:
+            tail = schemas[id(req.json_schema)] = f"{dumps(req.json_schema)}}}".encode()
+        h = hashlib.sha256(b'{"messages": ')
+        h.update(dumps(req.messages).encode())
+        h.update(middle)
+        h.update(tail)
+        out.append(h.hexdigest())
+    return out
+
+
 class Engine(ABC):  # subclasses implement stream() or generate() (each defaults to the other)
     name: str
     model: str

@@ -39,7 +39,7 @@ from dialinsight_core.llm import (
     LabelResult,
     model_name,
     parse_json,
-    request_key,
+    request_keys,
     sampling_dict,
     sampling_params_hash,
 )
@@ -132,7 +132,7 @@ class CachedEngine(Engine):
 
     def stream(self, requests: list[LabelRequest]) -> Iterator[tuple[int, LabelResult]]:
         sampling = sampling_dict(self.cfg)
-        keys = [request_key(self.model_id, req, sampling) for req in requests]
+        keys = request_keys(self.model_id, requests, sampling)
         cache = RequestCache(self.store, self.cache_prefix, self.buckets, self.compact_chunks) \
             if self.store is not None else None
         cached = cache.lookup(keys) if cache else {}

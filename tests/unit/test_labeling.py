@@ -309,3 +309,18 @@ def test_cache_lookup_reads_only_the_segment_row_groups_holding_its_keys(tmp_pat
     assert big == [(1, 5)]  # 200 keys asked, 199 of them absent: one group of five read whole
     again = RequestCache(store, "cache", buckets=1).lookup([row(0, "")["request_key"]])
     assert next(iter(again.values()))["output_text"] == "first"  # the older segment's answer wins
+
+
+def test_request_keys_are_request_key_of_each_request():
+    """The batch form hashes the payload in parts and serialises shared parts once: the keys (and
+    so every cache written before it) are unchanged."""
+    from dialinsight_core.llm import LabelRequest, request_key, request_keys
+
+    schema_a = {"type": "object", "properties": {"摘要": {"type": "string"}, "b": {"type": "integer"}}}
+    schema_b = {"required": ["x"], "type": "object"}
+    reqs = [LabelRequest("p1", [{"role": "user", "content": "你好，月租４５００元"}], schema_a),
+            LabelRequest("p2", [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi \"quoted\" \n"}], schema_b),
+            LabelRequest("p3", [{"content": "x", "role": "user"}], schema_a),
+            LabelRequest("p4", [{"role": "user", "content": "no schema"}], None)]  # type: ignore[arg-type]
+    sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256, "repetition_penalty": 1.05, "seed": 0}
+    assert request_keys("Qwen/模型", reqs, sampling) == [request_key("Qwen/模型", r, sampling) for r in reqs]

@@ -10,11 +10,14 @@ record ``judge_status = failed:<reason>`` and leaves its cheaper scores in charg
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from jinja2 import Environment
 
 from dialinsight_core.config import JUDGE_DIMENSIONS, Settings
@@ -65,30 +68,69 @@ def no_selection(cap: int = 0) -> tuple[dict[str, str], dict[str, int]]:
     return {}, {"cap": cap, "audit": 0, "borderline_candidates": 0, "borderline": 0, "skipped_by_cap": 0}
 
 
-def select_for_judge(records: list[dict[str, Any]], settings: Settings, ds: str = "") -> tuple[dict[str, str], dict[str, int]]:
+def summary_rows(records: list[dict[str, Any]] | pa.Table) -> Iterator[tuple[str, float, bool, float]]:
+    """(prompt_id, cheap_score, passes, margin) of each record: from dicts, or from the score
+    stage's columnar summary (``summary_table``), 65,536 rows at a time."""
+    if isinstance(records, pa.Table):
+        for batch in records.to_batches(max_chunksize=65_536):
+            cols = batch.to_pydict()
+            yield from zip(cols["prompt_id"], cols["cheap_score"], cols["passes"], cols["margin"], strict=True)
+    else:
+        for r in records:
+            yield r["prompt_id"], r["cheap_score"], r["passes"], r.get("margin", 1.0)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """What the judge's selection needs of a part's records, in about 40 bytes a record (a list of
+    dicts costs ten times that, for every record of the run)."""
+    return pa.table({"prompt_id": pa.array([r["prompt_id"] for r in rows], pa.string()),
+                     "cheap_score": pa.array([r["cheap_score"] for r in rows], pa.float64()),
+                     "passes": pa.array([r["passes"] for r in rows], pa.bool_()),
+                     "margin": pa.array([r.get("margin", 1.0) for r in rows], pa.float64())})
+
+
+def select_for_judge(records: list[dict[str, Any]] | pa.Table, settings: Settings,
+                     ds: str = "") -> tuple[dict[str, str], dict[str, int]]:
     """Which records the judge sees and why: {prompt_id: "audit" | "borderline"}, plus counts.
 
     ``records`` carry ``prompt_id``, ``cheap_score``, ``passes`` (every row threshold met) and
-    ``margin`` (how far the closest graded dimension is above its threshold). The audit sample is
-    drawn first, seeded by the logical date ``ds`` and the prompt id: a rerun of a date judges the
-    same records (and finds their verdicts in the request cache), another night audits others;
-    borderline records closest to a threshold fill the rest of the cap.
+    ``margin`` (how far the closest graded dimension is above its threshold); a list of dicts or
+    a ``summary_table``. The audit sample is drawn first, seeded by the logical date ``ds`` and
+    the prompt id: a rerun of a date judges the same records (and finds their verdicts in the
+    request cache), another night audits others; borderline records closest to a threshold fill
+    the rest of the cap. Two passes, each keeping at most ``cap`` records (``heapq.nsmallest``):
+    the run's records are never expanded into Python objects all at once.
     """
     cfg = settings.quality.judge
-    cap = int(cfg.max_share * len(records))
+    n = records.num_rows if isinstance(records, pa.Table) else len(records)
+    cap = int(cfg.max_share * n)
     if not cfg.enabled or cap == 0:
         return no_selection(cap)
-    draws = sorted((_audit_draw(settings.seed, ds, r["prompt_id"]), r["prompt_id"]) for r in records)
-    audit = [pid for d, pid in draws if d < cfg.audit_fraction][:cap]
-    chosen = dict.fromkeys(audit, "audit")
-    band = sorted((r.get("margin", 1.0), r["cheap_score"], r["prompt_id"]) for r in records
-                  if r["passes"] and r["prompt_id"] not in chosen
-                  and (cfg.band_low <= r["cheap_score"] <= cfg.band_high or r.get("margin", 1.0) < cfg.doubt_margin))
+
+    def in_band(cheap: float, passes: bool, margin: float) -> bool:
+        return passes and (cfg.band_low <= cheap <= cfg.band_high or margin < cfg.doubt_margin)
+
+    draws = ((_audit_draw(settings.seed, ds, pid), pid, in_band(cheap, passes, margin))
+             for pid, cheap, passes, margin in summary_rows(records))
+    audited = heapq.nsmallest(cap, (d for d in draws if d[0] < cfg.audit_fraction))
+    chosen = dict.fromkeys((pid for _, pid, _ in audited), "audit")
+    n_band = 0
+
+    def band_rows() -> Iterator[tuple[float, float, str]]:
+        nonlocal n_band
+        for pid, cheap, passes, margin in summary_rows(records):
+            if in_band(cheap, passes, margin):
+                n_band += 1
+                yield margin, cheap, pid
+
+    # the cap closest to the line: at most len(chosen) of them are audited, so room are left
+    closest = heapq.nsmallest(cap, band_rows())
+    candidates = n_band - sum(1 for _, _, b in audited if b)  # an audited record is not a candidate
     room = cap - len(chosen)
-    for _, _, pid in band[:room]:
+    for _, _, pid in [c for c in closest if c[2] not in chosen][:room]:
         chosen[pid] = "borderline"
-    counts = {"cap": cap, "audit": len(audit), "borderline_candidates": len(band), "borderline": min(room, len(band)),
-              "skipped_by_cap": max(len(band) - room, 0)}
+    counts = {"cap": cap, "audit": len(audited), "borderline_candidates": candidates,
+              "borderline": min(room, candidates), "skipped_by_cap": max(candidates - room, 0)}
     return chosen, counts
 
 

@@ -98,21 +98,23 @@ def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructio
     t0 = time.perf_counter()
     instr_by_id = {i["instruction_id"]: i for i in instructions.to_pylist()}
     times = {"rules": 0.0, "grounding": 0.0}
-    summary: list[dict[str, Any]] = []
+    summary: list[pa.Table] = []  # the judge's selection inputs, columnar; none when there is no judge
     n_in = 0
     with tempfile.TemporaryDirectory(prefix="dialinsight-score-") as spool:
         spooled: list[Path] = []
         for n, part_summary, part_times in _cheap_parts(parts, instr_by_id, output_schemas, settings, Path(spool),
                                                         workers):
             n_in += n
-            summary += part_summary
+            if judge_engine is not None:
+                summary.append(part_summary)
             spooled.append(Path(spool) / f"part-{len(spooled):05d}.parquet")
             for k, v in part_times.items():
                 times[k] += v
         t_cheap = time.perf_counter() - t0
 
         # --- judge: only records in doubt + the audit sample, capped (over the whole run) ------------
-        chosen, sel = judge.select_for_judge(summary, settings, ds) if judge_engine is not None else judge.no_selection()
+        chosen, sel = judge.select_for_judge(pa.concat_tables(summary) if summary else [], settings, ds) \
+            if judge_engine is not None else judge.no_selection()
         del summary
         verdicts: dict[str, judge.JudgeVerdict] = {}
         t_judge = 0.0
@@ -158,20 +160,21 @@ def score_workers(settings: Settings, n_labels: int, n_parts: int) -> int:
     return max(1, min(wanted, n_parts))
 
 
-def _cheap_part(args: tuple[Any, ...]) -> tuple[int, list[dict[str, Any]], dict[str, float]]:
-    """One part's cheap layers, spooled to ``path``: (labels in, the judge's selection inputs, seconds)."""
+def _cheap_part(args: tuple[Any, ...]) -> tuple[int, pa.Table, dict[str, float]]:
+    """One part's cheap layers, spooled to ``path``: (labels in, the judge's selection inputs as a
+    ``judge.summary_table``, seconds)."""
     labels, prompts, turns, instr_by_id, output_schemas, settings, path = args
     times = {"rules": 0.0, "grounding": 0.0}
     rows = _cheap_layers(labels, prompts, turns, instr_by_id, output_schemas, settings, times)
-    summary = [{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"],
-                "margin": r["_margin"]} for r in rows]
+    summary = judge.summary_table([{"prompt_id": r["prompt_id"], "cheap_score": r["cheap_score"], "passes": r["_passes"],
+                                    "margin": r["_margin"]} for r in rows])
     pq.write_table(pa.Table.from_pylist([_spill(r) for r in rows]) if rows else pa.table({}), path)
     return labels.num_rows, summary, times
 
 
 def _cheap_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instr_by_id: dict[str, dict[str, Any]],
                  output_schemas: dict[str, dict[str, Any]], settings: Settings, spool: Path,
-                 workers: int) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, float]]]:
+                 workers: int) -> Iterator[tuple[int, pa.Table, dict[str, float]]]:
     """Each part's ``_cheap_part`` result, in part order, over ``workers`` spawned processes (a part
     each, a bounded window in flight: memory stays bounded)."""
     jobs = ((labels, prompts, turns, instr_by_id, output_schemas, settings, spool / f"part-{i:05d}.parquet")

@@ -142,3 +142,32 @@ def test_judge_over_http_against_malformed_and_hostile_server(make_settings, fak
     assert verdicts["p6"].scores["judge_faithfulness"] == 0.0
     assert srv.bodies[0]["response_format"]["json_schema"]["schema"] == JUDGE_SCHEMA
     assert srv.bodies[0]["max_tokens"] == s.quality.judge.engine["max_tokens"]
+
+
+def test_the_selection_from_the_columnar_summary_is_the_selection_from_records(make_settings):
+    """The score stage hands the selection one small table for the run (not a dict per record):
+    the same records are chosen, for the same reasons, with the same counts, cap or no cap."""
+    import random
+
+    from dialinsight_core.quality.judge import summary_table
+
+    rng = random.Random(5)
+    records = [{"prompt_id": f"p{i:05d}", "cheap_score": round(rng.uniform(0.6, 1.0), 3), "passes": rng.random() < 0.8,
+                "margin": round(rng.uniform(-0.1, 0.5), 3)} for i in range(3000)]
+    for share, audit in (("0.3", "0.05"), ("0.02", "0.05"), ("0.01", "0.2"), ("1.0", "0")):
+        s = make_settings(DIALINSIGHT__QUALITY__JUDGE__MAX_SHARE=share, DIALINSIGHT__QUALITY__JUDGE__AUDIT_FRACTION=audit)
+        chosen, counts = select_for_judge(records, s, "2026-12-01")
+        assert select_for_judge(summary_table(records), s, "2026-12-01") == (chosen, counts)
+        # against the definition: audit = the cap smallest draws under the fraction; then the
+        # closest non-audited borderline records fill the room
+        from dialinsight_core.quality.judge import _audit_draw
+
+        cfg = s.quality.judge
+        cap = int(cfg.max_share * len(records))
+        audit_ids = [p for d, p in sorted((_audit_draw(s.seed, "2026-12-01", r["prompt_id"]), r["prompt_id"])
+                                           for r in records) if d < cfg.audit_fraction][:cap]
+        band = sorted((r["margin"], r["cheap_score"], r["prompt_id"]) for r in records
+                      if r["passes"] and r["prompt_id"] not in audit_ids
+                      and (cfg.band_low <= r["cheap_score"] <= cfg.band_high or r["margin"] < cfg.doubt_margin))
+        expected = dict.fromkeys(audit_ids, "audit") | {p: "borderline" for _, _, p in band[: cap - len(audit_ids)]}
+        assert chosen == expected and counts["borderline_candidates"] == len(band)

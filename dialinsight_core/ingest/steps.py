@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +28,15 @@ from dialinsight_core import schemas
 from dialinsight_core.config import Settings, SourceSettings
 from dialinsight_core.contracts import StepStats
 from dialinsight_core.dedup import LSHIndex, MinHasher
-from dialinsight_core.dedup_index import Match, PublishedDialogues
+from dialinsight_core.dedup_index import DedupIndex, Match, PublishedDialogues
 from dialinsight_core.ingest.adapters import InvalidDialogue, RawDialogue, read_source
 from dialinsight_core.parallel import ordered_map
 from dialinsight_core.pii import Redactor, compile_patterns
+from dialinsight_core.storage import FileObjectStore
 from dialinsight_core.text import clean_text, detect_lang, fold, folded_count, normalise_text
 
 STAGE = "ingest"
+RUN_SNAPSHOT = "run"  # the snapshot id of this run's own earlier batches in its run index (Dedup)
 Turn = tuple[str, str, dict[str, Any]]  # (role, text, meta)
 EVENT_KEYS = ("events_before", "events_after")  # where a turn's meta keeps system events (``event`` speakers)
 
@@ -231,7 +235,13 @@ def _redact_events(meta: dict[str, Any], redact: Redactor) -> dict[str, Any]:
 class Dedup(Step):
     """Exact and near duplicates (MinHash/LSH over the redacted text) of a dialogue kept earlier
     in this run or of one already published (``published``: the persistent index of committed
-    snapshots, asked once per batch of ``ingest.dedup_batch`` dialogues)."""
+    snapshots, asked once per batch of ``ingest.dedup_batch`` dialogues).
+
+    Memory holds one batch, not the run: the dialogues kept in earlier batches of this run go to a
+    run index on local disk (the persistent index's format, ``dedup_index.DedupIndex``) and are
+    asked once per batch, like the published ones; each record is then checked in order against
+    that answer and against the records kept earlier in its own batch (the order decides which
+    copy stays). A run of one batch never writes the run index."""
 
     name = "dedup"
 
@@ -240,46 +250,79 @@ class Dedup(Step):
         cfg = settings.ingest
         self.threshold = cfg.near_dup_threshold
         self.hasher = MinHasher(k=cfg.near_dup_shingle)
-        self.lsh = LSHIndex(threshold=cfg.near_dup_threshold)
-        self.seen: dict[str, str] = {}
         self.published = published
         self.batch = cfg.dedup_batch
         self.index_rows: list[dict[str, Any]] = []
         self._published_match: dict[int, Match | None] = {}
+        self._run_match: dict[int, Match | None] = {}
+        # the current batch's kept dialogues (checked in memory), and those of earlier batches (on disk)
+        self.lsh = LSHIndex(threshold=cfg.near_dup_threshold)
+        self.seen: dict[str, str] = {}
+        self._kept: list[tuple[str, str, np.ndarray]] = []
+        self._run_index: DedupIndex | None = None
+        self._spool: tempfile.TemporaryDirectory[str] | None = None
+        self._batches_indexed = 0
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        """Records in batches: hashes and signatures, one lookup of the published index per batch,
-        then each record in order against this run's earlier ones (the order decides which copy stays)."""
-        batch: list[Record] = []
-        for rec in records:
-            batch.append(rec)
-            if len(batch) >= self.batch:
+        """Records in batches: hashes and signatures, one lookup of the published index and of this
+        run's earlier batches per batch, then each record in order against its batch's earlier ones."""
+        try:
+            batch: list[Record] = []
+            for rec in records:
+                batch.append(rec)
+                if len(batch) >= self.batch:
+                    yield from self._run_batch(batch)
+                    batch = []
+            if batch:
                 yield from self._run_batch(batch)
-                batch = []
-        if batch:
-            yield from self._run_batch(batch)
+        finally:
+            if self._spool is not None:
+                self._spool.cleanup()
+                self._spool = self._run_index = None
+
+    def _index_kept(self) -> None:
+        """The previous batch's kept dialogues into the run index (then out of memory)."""
+        if not self._kept:
+            return
+        if self._run_index is None:
+            self._spool = tempfile.TemporaryDirectory(prefix="dialinsight-dedup-")
+            self._run_index = DedupIndex(FileObjectStore(Path(self._spool.name)), self.threshold, buckets=1)
+        ids, hashes, sigs = zip(*self._kept, strict=True)
+        self._run_index.add(RUN_SNAPSHOT, list(ids), list(hashes), np.stack(sigs), part=self._batches_indexed)
+        self._batches_indexed += 1
+        self._kept, self.seen, self.lsh = [], {}, LSHIndex(threshold=self.threshold)
 
     def _run_batch(self, batch: list[Record]) -> Iterator[Record]:
+        self._index_kept()
         for rec in batch:
             key = "\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns)
             rec.content_hash = hashlib.sha256(key.encode()).hexdigest()
             rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
-        self._published_match = {}
+        hashes, sigs = [r.content_hash for r in batch], np.stack([r.minhash for r in batch])
+        self._published_match = self._run_match = {}
         if self.published is not None:
-            found = self.published.lookup([r.content_hash for r in batch], np.stack([r.minhash for r in batch]))
+            found = self.published.lookup(hashes, sigs)
             self._published_match = {id(r): m for r, m in zip(batch, found, strict=True)}
+        if self._run_index is not None:
+            found = self._run_index.lookup(hashes, sigs, {RUN_SNAPSHOT})
+            self._run_match = {id(r): m for r, m in zip(batch, found, strict=True)}
         yield from super().run(batch)
 
     def duplicate_of(self, rec: Record) -> tuple[str, str] | None:
         """(reason_code, detail) when this dialogue repeats one kept in this run or already published."""
+        earlier = self._run_match.get(id(rec))
         if rec.content_hash in self.seen:
             return "duplicate", f"same content as {self.seen[rec.content_hash]}"
+        if earlier is not None and earlier.exact:
+            return "duplicate", f"same content as {earlier.dialogue_id}"
         old = self._published_match.get(id(rec))
         if old is not None:
             how = "same content" if old.exact else f"similarity {old.similarity:.2f}"
             return "duplicate_of_published", f"{how} as published {old.dialogue_id} (snapshot {old.snapshot_id})"
         assert rec.minhash is not None
-        near = self.lsh.query(rec.minhash)
+        near = self.lsh.query(rec.minhash)  # most similar first, ties by id: as the run index answers
+        if earlier is not None:
+            near = sorted([*near[:1], (earlier.dialogue_id, earlier.similarity)], key=lambda t: (-t[1], t[0]))
         if near:
             return "near_duplicate", f"estimated similarity {near[0][1]:.2f} >= {self.threshold} with {near[0][0]}"
         return None
@@ -291,6 +334,7 @@ class Dedup(Step):
         assert rec.minhash is not None
         self.lsh.add(rec.dialogue_id, rec.minhash)
         self.seen[rec.content_hash] = rec.dialogue_id
+        self._kept.append((rec.dialogue_id, rec.content_hash, rec.minhash))
         self.index_rows.append({"dialogue_id": rec.dialogue_id, "content_hash": rec.content_hash,
                                 "minhash": rec.minhash.tolist(), "snapshot_id": ""})
 

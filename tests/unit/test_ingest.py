@@ -476,3 +476,27 @@ def test_worker_processes_give_the_same_tables_and_quarantine(make_settings, sou
     for name in ("turns", "dialogues", "index", "quarantined"):
         assert getattr(two, name).equals(getattr(one, name)), name
     assert two.stats == one.stats and one.stats["files_read"] > 1
+
+
+def test_dedup_across_batches_through_the_run_index_decides_as_one_batch(make_settings, tmp_path):
+    """Dialogues kept in earlier batches are asked of a run index on disk, not held in memory: with
+    batches of 50 the same records are kept and quarantined, for the same reasons and with the same
+    earlier dialogue named, as with the whole run in one batch (exact and near repeats of the
+    synthetic corpus, en and zh, planted far apart)."""
+    from benchmarks.synth_corpus import CorpusSpec, generate, source_config
+
+    generate(CorpusSpec(n=400, exact_dup_share=0.05, near_dup_share=0.1), tmp_path / "corpus")
+    sources = json.dumps([source_config("synth", tmp_path / "corpus")])
+    one = ingest(make_settings(DIALINSIGHT__SOURCES=sources, DIALINSIGHT__INGEST__DEDUP_BATCH="100000",
+                               DIALINSIGHT__INGEST__PARALLEL_AFTER="100000"))
+    many = ingest(make_settings(DIALINSIGHT__SOURCES=sources, DIALINSIGHT__INGEST__DEDUP_BATCH="50",
+                                DIALINSIGHT__INGEST__PARALLEL_AFTER="100000"))
+    reasons = {r["reason_code"] for r in one.quarantined.to_pylist()}
+    assert {"duplicate", "near_duplicate"} <= reasons
+    assert many.quarantined.select(["record_id", "reason_code", "reason_detail"]).equals(
+        one.quarantined.select(["record_id", "reason_code", "reason_detail"]))
+    assert many.dialogues.equals(one.dialogues) and many.index.equals(one.index)
+    # line L of the corpus is dialogue synth-…-{L-1}: count the repeats of a dialogue of an earlier batch
+    far = [(int(r["record_id"].rsplit("#L", 1)[1]) - 1, int(r["reason_detail"][-8:]))
+           for r in many.quarantined.to_pylist() if r["reason_code"] in ("duplicate", "near_duplicate")]
+    assert sum(1 for line, earlier in far if line // 50 > earlier // 50) >= 20

@@ -82,6 +82,8 @@ __all__ = [
     "verdict_line",
 ]
 
+# dialogue rows build_prompts reads ahead at a time (``dialogue_parts``): a part's dialogues, not the run's
+DIALOGUE_BATCH_ROWS = 8192
 
 # what a person should check first, per failure reason of a label request
 _FAILURE_HINTS = {
@@ -143,10 +145,10 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     library = load_approved(store, settings) if settings.prompts.library_source == "auto" else None
     if library is None:
         library = load_library(settings)
-    dialogues = store.read_table(k["dialogues"], schemas.DIALOGUES)
+    n_dialogues = store.open_parquet(k["dialogues"]).metadata.num_rows
     builder = PromptBuilder(library, load_output_schemas(settings), settings, ctx.ds, multipliers=sampler_multipliers(ctx))
     # the shard count is fixed before the prompts exist: at most one shard per possible prompt
-    n_buckets = max(1, min(settings.labeling.shards, dialogues.num_rows * settings.prompts.instructions_per_dialogue))
+    n_buckets = max(1, min(settings.labeling.shards, n_dialogues * settings.prompts.instructions_per_dialogue))
     prompts_key = ctx.key("prompts/prompts.parquet")
     spooled: dict[tuple[str, int], pq.ParquetWriter] = {}
     rows: Counter[int] = Counter()
@@ -161,7 +163,8 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
                 spooled[kind, bucket].write_table(tbl)
 
             turn_batches = store.iter_batches(k["turns"], settings.prompts.batch_turns, schemas.TURNS)
-            for part_dialogues, part_turns in dialogue_parts(dialogues, turn_batches):
+            dialogue_batches = store.iter_batches(k["dialogues"], DIALOGUE_BATCH_ROWS, schemas.DIALOGUES)
+            for part_dialogues, part_turns in dialogue_parts(dialogue_batches, turn_batches):
                 by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)
                 for t in part_turns.to_pylist():
                     by_dialogue[t["dialogue_id"]].append(t)
@@ -244,23 +247,42 @@ def record_outcomes(ctx: RunContext, accepted_key: str, rejected_key: str) -> tu
     return key, mix_audit({k: v[1] for k, v in strata.items() if v[1]}, design, targets)
 
 
-def dialogue_parts(dialogues: pa.Table, turn_batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """(dialogues, their turns) a part at a time, from turns streamed in batches. Ingest writes a
-    dialogue's turns together, so a part ends where a dialogue does (the last dialogue of a batch
-    waits for the next batch); turns of a dialogue that came back later would be a broken input and
-    raise. Dialogues without turns come last, with no turns (the builder quarantines them)."""
-    ids = dialogues.column("dialogue_id")
-    done: set[str] = set()
+def dialogue_parts(dialogues: pa.Table | Iterable[pa.RecordBatch],
+                   turn_batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(dialogues, their turns) a part at a time, both streamed in batches. Ingest writes a
+    dialogue's turns together, and dialogues in the order of their turns, so a part ends where a
+    dialogue does (the last dialogue of a batch waits for the next batch) and the dialogues are
+    read ahead only as far as a part needs. Turns of a dialogue that came back later (or that
+    have no dialogue row) are a broken input and raise. Dialogues without turns come last, in
+    their stored order, with no turns (the builder quarantines them)."""
+    stream = iter(dialogues.to_batches() if isinstance(dialogues, pa.Table) else dialogues)
+    ahead: pa.Table | None = None  # dialogue rows read and not yet given to a part, in stored order
     pending: pa.Table | None = None
 
+    def read_ahead() -> bool:
+        nonlocal ahead
+        batch = next(stream, None)
+        if batch is None:
+            return False
+        more = pa.Table.from_batches([batch])
+        ahead = more if ahead is None else pa.concat_tables([ahead, more])
+        return True
+
     def part(turns: pa.Table) -> tuple[pa.Table, pa.Table]:
+        nonlocal ahead
         part_ids = turns.column("dialogue_id").unique()
-        listed = part_ids.to_pylist()
-        again = done.intersection(listed)
-        if again:
-            raise ValueError(f"the turns of dialogue {sorted(again)[0]} are not stored together (ingest writes them so)")
-        done.update(listed)
-        return dialogues.filter(pc.is_in(ids, value_set=part_ids)), turns
+        while True:
+            have = pc.is_in(ahead.column("dialogue_id"), value_set=part_ids) if ahead is not None else None
+            found = pc.unique(ahead.column("dialogue_id").filter(have)) if ahead is not None else pa.array([], pa.string())
+            if len(found) == len(part_ids) or not read_ahead():
+                break
+        if len(found) < len(part_ids):
+            missing = sorted(set(part_ids.to_pylist()) - set(found.to_pylist()))
+            raise ValueError(f"the turns of dialogue {missing[0]} are not stored together (ingest writes them so), "
+                             "or it has no dialogue row")
+        assert ahead is not None and have is not None
+        mine, ahead = ahead.filter(have), ahead.filter(pc.invert(have))
+        return mine, turns
 
     for batch in turn_batches:
         turns = pa.Table.from_batches([batch])
@@ -277,9 +299,10 @@ def dialogue_parts(dialogues: pa.Table, turn_batches: Iterable[pa.RecordBatch]) 
             yield part(turns.slice(0, start))
     if pending is not None and pending.num_rows:
         yield part(pending)
-    rest = dialogues.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(done), type=pa.string()))))
-    if rest.num_rows:
-        yield rest, schemas.table(schemas.TURNS, [])
+    while read_ahead():
+        pass
+    if ahead is not None and ahead.num_rows:
+        yield ahead, schemas.table(schemas.TURNS, [])
 
 
 def run_label_shard(ctx: RunContext, shard: ShardRef, engine: Engine | LazyEngine | None = None) -> LabelOut:

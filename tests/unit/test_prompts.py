@@ -139,3 +139,12 @@ def test_the_stage_streams_turns_and_cuts_what_whole_tables_cut(make_settings):
                                mine.slice(1)])
     with pytest.raises(ValueError, match="not stored together"):
         list(dialogue_parts(dialogues, broken.to_batches(max_chunksize=5)))
+    # dialogues stream too (read ahead 3 rows at a time here): each part gets exactly its turns'
+    # dialogues, in stored order, and a dialogue without turns comes last
+    lonely = dialogues.slice(0, 1).set_column(0, "dialogue_id", pa.array(["no-turns"]))
+    stored = pa.concat_tables([dialogues.slice(0, 4), lonely, dialogues.slice(4)])
+    parts = list(dialogue_parts(stored.to_batches(max_chunksize=3), turns.to_batches(max_chunksize=5)))
+    for part_dialogues, part_turns in parts[:-1]:
+        assert set(part_dialogues.column("dialogue_id").to_pylist()) == set(part_turns.column("dialogue_id").to_pylist())
+    assert parts[-1][0].column("dialogue_id").to_pylist() == ["no-turns"] and parts[-1][1].num_rows == 0
+    assert pa.concat_tables([d for d, _ in parts[:-1]]).equals(dialogues)

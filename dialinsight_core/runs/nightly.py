@@ -231,11 +231,13 @@ def record_outcomes(ctx: RunContext, accepted_key: str, rejected_key: str) -> tu
     """Count this run's gate outcomes per stratum for later runs' sampler, and audit the accepted mix
     against the targets (the prompt stage's design, the configured family shares)."""
     cols = ["task_family", "scene", "role_focus", "lang"]
-    rows: list[tuple[str, str, str, str, bool]] = []
-    for key, accepted in ((accepted_key, True), (rejected_key, False)):
-        tbl = ctx.store.open_parquet(key).read(columns=cols)
-        rows.extend((*r, accepted) for r in zip(*(tbl.column(c).to_pylist() for c in cols), strict=True))
-    strata = outcome_counts(rows)
+
+    def rows() -> Iterator[tuple[str, str, str, str, bool]]:  # a batch of rows in memory, not the run's
+        for key, accepted in ((accepted_key, True), (rejected_key, False)):
+            for batch in ctx.store.open_parquet(key).iter_batches(batch_size=65_536, columns=cols):
+                yield from ((*r, accepted) for r in zip(*(batch.column(c).to_pylist() for c in cols), strict=True))
+
+    strata = outcome_counts(rows())
     key = outcomes_key(ctx)
     ctx.store.write_json(key, {"ds": ctx.ds, "run_id": ctx.run_id, "config_hash": ctx.settings.config_hash(),
                                "strata": strata})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dialinsight_core import schemas
@@ -133,7 +134,7 @@ def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructio
             t_judge = time.perf_counter() - a
 
         audit_pairs: list[tuple[bool, bool]] = []
-        account: dict[str, list[Any]] = {c: [] for c in ("judge_status", "judge_tokens", "prompt_tokens", "completion_tokens")}
+        account: list[pa.Table] = []  # the cost columns, columnar: what cost_stats sums over the run
         n_out = 0
         for path in spooled:
             rows = [_finish(r, chosen, verdicts, engine_desc, audit_pairs, q.thresholds, q.weights)
@@ -141,11 +142,12 @@ def score_parts(parts: Iterable[tuple[pa.Table, pa.Table, pa.Table]], instructio
             if not rows:
                 continue
             tbl = schemas.table(schemas.SCORED, rows)
-            for c, values in account.items():
-                values += tbl.column(c).to_pylist()
+            account.append(tbl.select(["judge_status", "judge_tokens", "prompt_tokens", "completion_tokens"]))
             n_out += tbl.num_rows
             sink(tbl)
-    stats = cost_stats(pa.table(account), sel, engine_desc, audit_pairs, t_cheap, times["rules"], times["grounding"], t_judge)
+    cost_columns = pa.concat_tables(account) if account else schemas.SCORED.empty_table().select(
+        ["judge_status", "judge_tokens", "prompt_tokens", "completion_tokens"])
+    stats = cost_stats(cost_columns, sel, engine_desc, audit_pairs, t_cheap, times["rules"], times["grounding"], t_judge)
     if stats["labels_in"] != n_in or n_out != n_in:
         raise AssertionError(f"score stage lost records: {n_in} labels in, {n_out} scored: {stats}")
     return stats
@@ -293,16 +295,21 @@ def cost_stats(scored: pa.Table, sel: dict[str, int], engine_desc: dict[str, Any
                t_cheap: float, t_rules: float, t_ground: float, t_judge: float) -> ScoreStats:
     """The cascade's cost account: records per layer, judge share and tokens, audit agreement."""
     n = scored.num_rows
-    status = [s for s in scored.column("judge_status").to_pylist() if s]
-    failed = Counter(s for s in status if s != "ok")
-    judge_tokens = sum(t or 0 for t in scored.column("judge_tokens").to_pylist())
-    label_tokens = sum((a or 0) + (b or 0) for a, b in zip(scored.column("prompt_tokens").to_pylist(),
-                                                           scored.column("completion_tokens").to_pylist(), strict=True))
+    st = scored.column("judge_status")  # counted in Arrow: a run's rows never become Python objects here
+    judged = st.filter(pc.and_(pc.is_valid(st), pc.not_equal(st, "")))
+    n_judged = len(judged)
+    failed = Counter({v["values"]: v["counts"] for v in pc.value_counts(judged.filter(pc.not_equal(judged, "ok"))).to_pylist()})
+
+    def total(col: str) -> int:
+        return int(pc.sum(pc.fill_null(scored.column(col), 0)).as_py() or 0)
+
+    judge_tokens = total("judge_tokens")
+    label_tokens = total("prompt_tokens") + total("completion_tokens")
     agree = sum(1 for a, b in audit_pairs if a == b)
     return {
         "labels_in": n,
         "scored": n,
-        "layers": {"rules": n, "grounding": n, "judge": len(status)},
+        "layers": {"rules": n, "grounding": n, "judge": n_judged},
         "dimensions": {"rules": list(RULE_DIMENSIONS), "grounding": list(GROUNDING_DIMENSIONS),
                        "judge": list(JUDGE_DIMENSIONS)},
         "seconds": {"rules": round(t_rules, 3), "grounding": round(t_ground, 3), "rules_and_grounding_total": round(t_cheap, 3),
@@ -310,13 +317,13 @@ def cost_stats(scored: pa.Table, sel: dict[str, int], engine_desc: dict[str, Any
         "judge": {
             **sel,
             **engine_desc,
-            "judged": len(status),
-            "ok": len(status) - sum(failed.values()),
+            "judged": n_judged,
+            "ok": n_judged - sum(failed.values()),
             "failed": sum(failed.values()),
             "failed_by_reason": dict(failed),
-            "share": round(len(status) / n, 4) if n else 0.0,
+            "share": round(n_judged / n, 4) if n else 0.0,
             "tokens": judge_tokens,
-            "tokens_per_judged_record": round(judge_tokens / len(status), 1) if status else 0.0,
+            "tokens_per_judged_record": round(judge_tokens / n_judged, 1) if n_judged else 0.0,
             "label_tokens": label_tokens,
             "judge_tokens_vs_label_tokens": round(judge_tokens / label_tokens, 4) if label_tokens else 0.0,
         },

@@ -189,3 +189,23 @@ def test_scoring_shards_in_worker_processes_equals_one_process(make_settings):
     assert pa.concat_tables(two).equals(pa.concat_tables(one))
     assert score_workers(s, 100, 4) == 1 and score_workers(s, 10_000, 1) == 1  # small runs and one shard: in process
     assert score_workers(make_settings(DIALINSIGHT__QUALITY__WORKERS="3"), 10_000, 8) == 3
+
+
+def test_cost_account_is_counted_in_arrow_as_in_python():
+    """The cost account sums the run's columns in Arrow; the figures are those of counting rows."""
+    import pyarrow as pa
+
+    from dialinsight_core.quality.scoring import cost_stats
+
+    status = ["ok", None, "", "failed:timeout", "ok", "failed:parse", "failed:timeout", None]
+    judge_tokens = [120, None, 0, 30, 80, None, 10, None]
+    prompt_tokens, completion_tokens = [10, 20, None, 5, 1, 2, 3, 4], [1, None, 2, 3, 4, 5, 6, None]
+    t = pa.table({"judge_status": pa.array(status, pa.string()), "judge_tokens": pa.array(judge_tokens, pa.int64()),
+                  "prompt_tokens": pa.array(prompt_tokens, pa.int64()),
+                  "completion_tokens": pa.array(completion_tokens, pa.int64())})
+    st = cost_stats(t, {}, {}, [(True, True), (True, False)], 1.0, 0.5, 0.5, 0.0)
+    j = st["judge"]
+    assert (j["judged"], j["ok"], j["failed"]) == (5, 2, 3)
+    assert j["failed_by_reason"] == {"failed:timeout": 2, "failed:parse": 1}
+    assert j["tokens"] == 240 and j["label_tokens"] == sum(x or 0 for x in prompt_tokens + completion_tokens)
+    assert st["layers"]["judge"] == 5 and j["share"] == round(5 / 8, 4)

@@ -122,15 +122,13 @@ def ingest(settings: Settings, max_dialogues: int = 0, sources: list[str] | None
         if len(dialogues) >= settings.ingest.batch_dialogues:
             flush()
     flush()
-    q = quarantine.rows
     stats: IngestStats = {
         "files_read": read.records_in,  # dialogue records read (a JSONL line, a group of CSV rows, a STAR file)
         "dialogues_kept": n_dialogues,
         "turns_kept": n_turns,
-        "quarantined": len(q),
-        "quarantined_by_reason": dict(Counter(r["reason_code"] for r in q)),
-        "duplicates": {k: sum(1 for r in q if r["reason_code"] == k)
-                       for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
+        "quarantined": len(quarantine),
+        "quarantined_by_reason": dict(quarantine.by_reason),
+        "duplicates": {k: quarantine.by_reason[k] for k in ("duplicate", "near_duplicate", "duplicate_of_published")},
         "published_snapshots_compared": len(published.allowed) if published is not None else 0,
         "scenes": dict(scenes),
         "scene_sources": dict(scene_sources),

@@ -84,16 +84,29 @@ class Record:
 
 
 class Quarantine:
-    """Rows of ``schemas.QUARANTINED`` from every step, in the order records were dropped."""
+    """Rows of ``schemas.QUARANTINED`` from every step, in the order records were dropped. Rows are
+    kept as Arrow tables of ``CHUNK`` rows (a tenth of a large corpus may be quarantined: a
+    Python dict per row would be the stage's largest object), with the count per reason."""
+
+    CHUNK = 4096
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
+        self._rows: list[dict[str, Any]] = []
+        self._chunks: list[pa.Table] = []
+        self.by_reason: Counter[str] = Counter()
 
     def add(self, record_id: str, record: dict[str, Any], code: str, detail: str) -> None:
-        self.rows.append(schemas.quarantine_row(record_id, record, STAGE, code, detail))
+        self._rows.append(schemas.quarantine_row(record_id, record, STAGE, code, detail))
+        self.by_reason[code] += 1
+        if len(self._rows) >= self.CHUNK:
+            self._chunks.append(schemas.table(schemas.QUARANTINED, self._rows))
+            self._rows = []
+
+    def __len__(self) -> int:
+        return sum(self.by_reason.values())
 
     def table(self) -> pa.Table:
-        return schemas.table(schemas.QUARANTINED, self.rows)
+        return pa.concat_tables([*self._chunks, schemas.table(schemas.QUARANTINED, self._rows)])
 
 
 class Step(ABC):

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dialinsight_core import dedup_index, schemas
 from dialinsight_core.config import CardSettings, ExportSettings, RetentionSettings
@@ -184,9 +185,16 @@ def published_dialogues(store: ObjectStore, exclude_ds: str, threshold: float, b
 
 
 def ids_digest(accepted: pa.Table) -> str:
-    """The snapshot's identity by content: a hash of its sorted record ids."""
-    ids = sorted(accepted.column("prompt_id").to_pylist())
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    """The snapshot's identity by content: a hash of its sorted record ids joined by newlines.
+    Sorted in Arrow (UTF-8 byte order is code point order, as Python sorts) and hashed 65,536 ids
+    at a time: a run's ids never become one Python list or string."""
+    ids = accepted.column("prompt_id")
+    ids = ids.take(pc.sort_indices(ids))
+    h = hashlib.sha256()
+    for start in range(0, len(ids), 65_536):
+        chunk = "\n".join(ids.slice(start, 65_536).to_pylist())
+        h.update((("\n" if start else "") + chunk).encode())
+    return h.hexdigest()
 
 
 def _write_parts(store: ObjectStore, key: str, parts: Iterable[pa.Table], schema: pa.Schema,

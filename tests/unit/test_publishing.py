@@ -1,3 +1,6 @@
+"""Snapshot identity (dialinsight_core.publishing)."""
+
+from __future__ import annotations
 
 
 def test_ids_digest_is_the_hash_of_the_sorted_ids_joined_by_newlines():

@@ -182,6 +182,12 @@ def extract_facts(text: str, amenities: tuple[str, ...] = (), generous: bool = F
     return facts
 
 
+@lru_cache(maxsize=1024)
+def _dialogue_facts(text: str, amenities: tuple[str, ...]) -> frozenset[str]:
+    """``extract_facts(text, amenities, generous=True)`` of a dialogue, once for all its prompts."""
+    return frozenset(extract_facts(text, amenities, generous=True))
+
+
 def _names_en(text: str) -> set[str]:
     """Capitalised names that are not at the start of a sentence or a line ("Maple Court")."""
     stop = stopwords()
@@ -239,7 +245,7 @@ def score_grounding(content: str, dialogue_text: str, prompt_text: str,
     an answer about a different topic (content words and CJK bigrams absent from the prompt)
     scores near 0.5 as well.
     """
-    support = extract_facts(dialogue_text, amenities, generous=True) | {
+    support = _dialogue_facts(dialogue_text, amenities) | {
         f for f in extract_facts(prompt_text, (), generous=True) if f.startswith("num:")}
     unsupported = sorted(f for f in extract_facts(content, amenities) if f not in support)
     stems = {t[:6] for t in latin_tokens(dialogue_text) + latin_tokens(prompt_text)}  # compared with English names only

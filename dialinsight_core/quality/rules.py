@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,25 @@ def label_keys(schema: dict[str, Any]) -> frozenset[str]:
     return marked_keys(schema, "label")
 
 
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """One validator per output schema object (a run has a handful; building one per record cost
+    more than validating)."""
+    key = id(schema)
+    hit = _VALIDATORS.get(key)
+    if hit is None or hit[0] is not schema:  # the schema object itself is kept: its id is never reused
+        if len(_VALIDATORS) >= 64:
+            _VALIDATORS.clear()
+        hit = _VALIDATORS[key] = (schema, Draft202012Validator(schema))
+    return hit[1]
+
+
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
 def score_schema_valid(output_json: str | None, schema: dict[str, Any]) -> float:
     if output_json is None:
         return 0.0
-    return 1.0 if Draft202012Validator(schema).is_valid(json.loads(output_json)) else 0.0
+    return 1.0 if _validator(schema).is_valid(json.loads(output_json)) else 0.0
 
 
 def score_non_empty(content: str) -> float:
@@ -183,9 +198,15 @@ def score_copy(content: str, dialogue_text: str, n: int) -> float:
     grams = [g for line in content.splitlines() for g in ngrams(tokens(line), n)]
     if not grams:
         return 1.0
-    source = set(ngrams(tokens(dialogue_text), n))
+    source = _source_ngrams(dialogue_text, n)
     copied = sum(1 for g in grams if g in source)
     return 1.0 - copied / len(grams)
+
+
+@lru_cache(maxsize=1024)
+def _source_ngrams(text: str, n: int) -> frozenset[tuple[str, ...]]:
+    """The n-grams of a dialogue, once for all its prompts' answers."""
+    return frozenset(ngrams(tokens(text), n))
 
 
 def score_echo(content: str, instruction_text: str, n: int) -> tuple[float, float]:
@@ -333,5 +354,5 @@ def score_record(label: dict[str, Any], ctx: RuleContext, shingle_size: int,
 def _schema_errors(output_json: str | None, schema: dict[str, Any]) -> list[str]:
     if output_json is None:
         return ["output is not valid JSON"]
-    errs = Draft202012Validator(schema).iter_errors(json.loads(output_json))
+    errs = _validator(schema).iter_errors(json.loads(output_json))
     return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:120]}" for e in errs][:5]

@@ -83,10 +83,13 @@ class DedupIndex:
     """Near-duplicate index of committed snapshots' dialogues in the object store."""
 
     def __init__(self, store: ObjectStore, threshold: float = 0.8, bands: int = 16, buckets: int = 16,
-                 prefix: str = PREFIX):
+                 prefix: str = PREFIX, tiered: bool = True):
         if buckets not in (1, 16, 256):
             raise ValueError(f"buckets must be 1, 16 or 256, not {buckets}")
         self.store, self.threshold, self.bands, self.buckets, self.prefix = store, threshold, bands, buckets, prefix
+        # size-tiered merges after each add; off for ingest's run index, whose merges would read the
+        # run's whole rows into memory as it grows (a lookup then opens one segment per batch)
+        self.tiered = tiered
         self._bits = {1: 0, 16: 4, 256: 8}[buckets]
         self.files_read = 0  # segments a lookup opened
         self.merges = 0  # segment merges done by add
@@ -197,7 +200,8 @@ class DedupIndex:
                 "ref": refs[idx], "snapshot_id": [snapshot_id] * len(idx), "dialogue_id": [dialogue_ids[i] for i in idx],
                 "minhash": _list_array(sigs[idx])}, schema=SIGS))
             for kind, schema in (("bands", BANDS), ("hashes", HASHES), ("sigs", SIGS)):
-                self.merges += self._tier(kind, b, schema)
+                if self.tiered:
+                    self.merges += self._tier(kind, b, schema)
         return len(refs)
 
     def compact(self, live: set[str] | None = None) -> int:

@@ -299,7 +299,7 @@ class Dedup(Step):
             return
         if self._run_index is None:
             self._spool = tempfile.TemporaryDirectory(prefix="dialinsight-dedup-")
-            self._run_index = DedupIndex(FileObjectStore(Path(self._spool.name)), self.threshold, buckets=1)
+            self._run_index = DedupIndex(FileObjectStore(Path(self._spool.name)), self.threshold, buckets=1, tiered=False)
         ids, hashes, sigs = zip(*self._kept, strict=True)
         self._run_index.add(RUN_SNAPSHOT, list(ids), list(hashes), np.stack(sigs), part=self._batches_indexed)
         self._batches_indexed += 1

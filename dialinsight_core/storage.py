@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +42,10 @@ class SortedParquet:
     the key column first and whole rows only of the groups holding a key asked for. Reads cost
     O(values x row group), not O(table)."""
 
-    def __init__(self, pf: pq.ParquetFile, column: str):
-        self.pf, self.column = pf, column
-        md = pf.metadata
+    def __init__(self, pf: pq.ParquetFile, column: str,
+                 reopen: Callable[[pq.FileMetaData], pq.ParquetFile] | None = None):
+        self._pf, self.column, self._reopen = pf, column, reopen
+        md = self.metadata = pf.metadata
         # the Parquet leaf column of ``column`` (leaf order differs from field order after a nested field)
         j = next(k for k in range(md.num_columns) if md.schema.column(k).path == column)
         stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)]
@@ -57,6 +58,13 @@ class SortedParquet:
         self.maxs = pa.array([stats[i].max for i in bounded], self.type).to_numpy(zero_copy_only=False)
         self.rows = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self.row_groups_read = self.row_groups_skipped = 0  # whole row groups read / never read in full
+        if reopen is not None:  # a local file: no descriptor held between lookups (a run may keep hundreds)
+            pf.close()
+
+    @property
+    def pf(self) -> pq.ParquetFile:
+        """The file to read: the one kept open, or the local file opened again on its parsed footer."""
+        return self._pf if self._reopen is None else self._reopen(self.metadata)
 
     def read(self, values: Sequence[Any], schema: pa.Schema | None = None) -> pa.Table:
         value_set = pa.array(values, self.type)
@@ -66,15 +74,18 @@ class SortedParquet:
             groups = sorted([*self.groups[hit].tolist(), *self.unbounded])
         else:
             groups = list(self.unbounded) if len(want) else []
-        if groups and len(self.pf.schema_arrow) > 1:
+        pf = self.pf
+        if groups and len(pf.schema_arrow) > 1:
             # the key column first (a fraction of the bytes), then whole rows of the groups that hit
-            keys = self.pf.read_row_groups(groups, columns=[self.column]).column(0)
+            keys = pf.read_row_groups(groups, columns=[self.column]).column(0)
             found = pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
             group_of = np.repeat(np.array(groups), [self.rows[g] for g in groups])
             groups = np.unique(group_of[found]).tolist()
         self.row_groups_read += len(groups)
-        self.row_groups_skipped += self.pf.metadata.num_row_groups - len(groups)
-        tbl = self.pf.read_row_groups(groups) if groups else self.pf.schema_arrow.empty_table()
+        self.row_groups_skipped += self.metadata.num_row_groups - len(groups)
+        tbl = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+        if self._reopen is not None:
+            pf.close()
         if tbl.num_rows:
             tbl = tbl.filter(pc.is_in(tbl.column(self.column), value_set=value_set))
         return tbl.cast(schema) if schema is not None else tbl
@@ -239,6 +250,16 @@ class FileObjectStore(ObjectStore):
         if not path.exists():
             raise FileNotFoundError(self.url(key))
         return pq.ParquetFile(path)  # not memory-mapped: pages read would count in the process's RSS
+
+    def sorted_reader(self, key: str, column: str) -> SortedParquet:
+        path = self._path(key)
+
+        def reopen(md: pq.FileMetaData) -> pq.ParquetFile:
+            if not path.exists():
+                raise FileNotFoundError(self.url(key))
+            return pq.ParquetFile(path, metadata=md)
+
+        return SortedParquet(self.open_parquet(key), column, reopen)
 
     def iter_batches(self, key: str, batch_size: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         for batch in pq.ParquetFile(self._path(key)).iter_batches(batch_size=batch_size):

@@ -150,3 +150,22 @@ def test_nightly_adds_stay_few_segments_and_lookups_read_what_they_ask(store, mo
     # 32 band keys, 2 candidates' signatures and 2 hashes can touch at most that many row groups per
     # segment; the other row groups of the 600-dialogue history are skipped
     assert read <= 36 * 6 and skipped > 0.8 * (read + skipped), (read, skipped)
+
+
+def test_an_untiered_index_keeps_a_segment_per_add_and_no_file_open_between_lookups(store):
+    """Ingest's run index: no merges (they would read the run's rows into memory), and its readers
+    keep each segment's parsed footer, not an open file (a run adds three segments a batch)."""
+    import os
+
+    texts = docs(300, 3)
+    sigs = _sigs(texts)
+    idx = DedupIndex(store, buckets=1, tiered=False)
+    for part in range(6):
+        lo, hi = part * 50, part * 50 + 50
+        idx.add("run", [f"d{i}" for i in range(lo, hi)], [hashlib.sha256(t.encode()).hexdigest() for t in texts[lo:hi]],
+                sigs[lo:hi], part=part)
+    assert idx.merges == 0 and len(store.list("dedup/bands/")) == 6
+    fds = len(os.listdir("/proc/self/fd"))
+    found = idx.lookup([hashlib.sha256(t.encode()).hexdigest() for t in texts[::7]], sigs[::7], {"run"})
+    assert all(m is not None and m.exact and m.dialogue_id == f"d{i * 7}" for i, m in enumerate(found))
+    assert len(idx._readers) == 18 and len(os.listdir("/proc/self/fd")) <= fds

@@ -139,7 +139,7 @@ class DedupIndex:
                 for key in self._segment_keys(kind, bucket):
                     reader = self._readers.get(key)
                     if reader is None:  # the footer is parsed once a run
-                        reader = self._readers[key] = self.store.sorted_reader(key, KEYS[kind])
+                        reader = self._readers[key] = self.store.sorted_reader(key, KEYS[kind], lasting=True)
                     tables.append(reader.read(values, schema))
                     self.files_read += 1
             except FileNotFoundError:

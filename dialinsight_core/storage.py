@@ -160,8 +160,10 @@ class ObjectStore(ABC):
         tbl = pq.read_table(io.BytesIO(self.read_bytes(key)))
         return tbl.cast(schema) if schema is not None else tbl
 
-    def sorted_reader(self, key: str, column: str) -> SortedParquet:
-        """Point lookups on a Parquet object sorted by ``column`` (see ``SortedParquet``)."""
+    def sorted_reader(self, key: str, column: str, lasting: bool = False) -> SortedParquet:
+        """Point lookups on a Parquet object sorted by ``column`` (see ``SortedParquet``). A
+        ``lasting`` reader is kept across many lookups (a local file store then holds its parsed
+        footer, not an open descriptor)."""
         return SortedParquet(self.open_parquet(key), column)
 
     @contextmanager
@@ -251,7 +253,9 @@ class FileObjectStore(ObjectStore):
             raise FileNotFoundError(self.url(key))
         return pq.ParquetFile(path)  # not memory-mapped: pages read would count in the process's RSS
 
-    def sorted_reader(self, key: str, column: str) -> SortedParquet:
+    def sorted_reader(self, key: str, column: str, lasting: bool = False) -> SortedParquet:
+        if not lasting:
+            return SortedParquet(self.open_parquet(key), column)
         path = self._path(key)
 
         def reopen(md: pq.FileMetaData) -> pq.ParquetFile:

@@ -95,6 +95,8 @@ class DedupIndex:
         self.merges = 0  # segment merges done by add
         self._readers: dict[str, SortedParquet] = {}  # by segment key, kept for this index's life
 
+    PAIR_CHUNK = 32_768  # candidate pairs compared at a time: two matrices of as many signatures (32 MiB each)
+
     @property
     def row_groups_read(self) -> tuple[int, int]:
         """(read, skipped by their statistics) over this index's lookups."""
@@ -236,37 +238,57 @@ class DedupIndex:
     # -- lookup ------------------------------------------------------------------------------
     def lookup(self, content_hashes: list[str], sigs: np.ndarray, allowed: set[str]) -> list[Match | None]:
         """For each new dialogue, the indexed one it repeats (exact first, else the most similar at
-        or above the threshold; ties by snapshot and dialogue id), among snapshots in ``allowed``."""
+        or above the threshold; ties by snapshot and dialogue id), among snapshots in ``allowed``.
+
+        The candidates (pairs of a new dialogue and an indexed one sharing a band) are compared
+        ``PAIR_CHUNK`` pairs at a time, reading only those pairs' signatures: a band many indexed
+        dialogues share (short, formulaic dialogues) makes the pairs grow with the index, and
+        holding them all was most of a 1M-dialogue ingest's memory."""
         n = len(content_hashes)
         out: list[Match | None] = [None] * n
         if not n or not allowed:
             return out
         exact = self._lookup_hashes(content_hashes)
-        keys = band_keys(sigs, self.bands)
-        cand_q, cand_ref = self._lookup_bands(keys)
-        want = np.unique(np.concatenate([cand_ref, np.array([r for rs in exact.values() for r in rs], dtype=np.uint64)]))
-        info = self._sigs(want)  # ref -> (snapshot_id, dialogue_id, minhash)
-        info = {r: v for r, v in info.items() if v[0] in allowed}
-        for i, refs in exact.items():
-            hits = sorted((info[r][0], info[r][1]) for r in refs if r in info)
-            if hits:
-                out[i] = Match(hits[0][0], hits[0][1], 1.0, True)
-        if len(cand_q):
-            pairs = {(int(q), int(r)) for q, r in zip(cand_q, cand_ref, strict=True) if out[q] is None and int(r) in info}
-            if pairs:
-                qs = np.array([p[0] for p in pairs])
-                rs = [p[1] for p in pairs]
-                other = np.stack([info[r][2] for r in rs])
-                sims = (other == sigs[qs]).mean(axis=1)
-                best: dict[int, tuple[float, str, str]] = {}
-                for q, r, s in zip(qs.tolist(), rs, sims.tolist(), strict=True):
-                    if s >= self.threshold:
-                        cand = (-s, info[r][0], info[r][1])
-                        if q not in best or cand < best[q]:
-                            best[q] = cand
-                for q, (s, snap, did) in best.items():
-                    out[q] = Match(snap, did, -s, False)
+        if exact:
+            info = self._sigs(np.array([r for rs in exact.values() for r in rs], dtype=np.uint64))
+            for i, refs in exact.items():
+                hits = sorted((info[r][0], info[r][1]) for r in refs if r in info and info[r][0] in allowed)
+                if hits:
+                    out[i] = Match(hits[0][0], hits[0][1], 1.0, True)
+        cand_q, cand_ref = self._lookup_bands(band_keys(sigs, self.bands))
+        open_q = np.fromiter((o is None for o in out), dtype=bool, count=n)
+        keep = open_q[cand_q] if len(cand_q) else np.zeros(0, dtype=bool)
+        cand_q, cand_ref = cand_q[keep], cand_ref[keep]
+        if not len(cand_q):
+            return out
+        order = np.lexsort((cand_q, cand_ref))  # by indexed dialogue, then query; each pair once
+        cand_q, cand_ref = cand_q[order], cand_ref[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (cand_ref[1:] != cand_ref[:-1]) | (cand_q[1:] != cand_q[:-1])
+        cand_q, cand_ref = cand_q[first], cand_ref[first]
+        best: dict[int, tuple[float, str, str]] = {}
+        for lo in range(0, len(cand_q), self.PAIR_CHUNK):
+            self._best_near(cand_q[lo:lo + self.PAIR_CHUNK], cand_ref[lo:lo + self.PAIR_CHUNK], sigs, allowed, best)
+        for q, (s, snap, did) in best.items():
+            out[q] = Match(snap, did, -s, False)
         return out
+
+    def _best_near(self, qs: np.ndarray, refs: np.ndarray, sigs: np.ndarray, allowed: set[str],
+                   best: dict[int, tuple[float, str, str]]) -> None:
+        """Fold one chunk of candidate pairs (refs sorted) into ``best``: per query, the smallest
+        (-similarity, snapshot, dialogue id) at or above the threshold."""
+        got, snaps, dids, mat = self._sig_rows(np.unique(refs))
+        if not len(got):
+            return
+        pos = np.minimum(np.searchsorted(got, refs), len(got) - 1)
+        ok = (got[pos] == refs) & np.fromiter((s in allowed for s in snaps), dtype=bool, count=len(snaps))[pos]
+        qs, pos = qs[ok], pos[ok]
+        sims = (mat[pos] == sigs[qs]).mean(axis=1)
+        hit = sims >= self.threshold
+        for q, p, s in zip(qs[hit].tolist(), pos[hit].tolist(), sims[hit].tolist(), strict=True):
+            cand = (-s, snaps[p], dids[p])
+            if q not in best or cand < best[q]:
+                best[q] = cand
 
     def _lookup_hashes(self, content_hashes: list[str]) -> dict[int, list[int]]:
         by_bucket: dict[int, list[int]] = {}
@@ -303,29 +325,37 @@ class DedupIndex:
             sorted_keys = mine[order]
             lo = np.searchsorted(sorted_keys, hit_keys, "left")
             hi = np.searchsorted(sorted_keys, hit_keys, "right")
-            for k in range(len(hit_keys)):  # each indexed row pairs with every query holding its key
-                for j in range(lo[k], hi[k]):
-                    qs.append(mine_q[order[j]])
-                    refs.append(hit_refs[k])
-        return np.array(qs, dtype=np.int64), np.array(refs, dtype=np.uint64)
+            counts = hi - lo  # each indexed row pairs with every query holding its key
+            starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+            qs.append(mine_q[order[starts + np.arange(int(counts.sum()))]])
+            refs.append(np.repeat(hit_refs, counts))
+        if not qs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+        return np.concatenate(qs).astype(np.int64), np.concatenate(refs).astype(np.uint64)
 
     def _sigs(self, refs: Iterable[int] | np.ndarray) -> dict[int, tuple[str, str, np.ndarray]]:
-        refs = np.asarray(refs, dtype=np.uint64)
-        out: dict[int, tuple[str, str, np.ndarray]] = {}
-        if not len(refs):
-            return out
-        buckets = self._bucket_of(refs)
-        for b in np.unique(buckets).tolist():
-            t = self._matching("sigs", b, SIGS, np.unique(refs[buckets == b]).tolist())
-            if t is None:
-                continue
-            mh = t.column("minhash").combine_chunks()
-            width = len(mh[0]) if len(mh) else 0
-            mat = mh.flatten().to_numpy().reshape(len(mh), width) if len(mh) else np.zeros((0, 0), np.uint64)
-            for i, (r, s, d) in enumerate(zip(t.column("ref").to_pylist(), t.column("snapshot_id").to_pylist(),
-                                              t.column("dialogue_id").to_pylist(), strict=True)):
-                out[r] = (s, d, mat[i])
-        return out
+        """ref -> (snapshot id, dialogue id, signature) of the indexed dialogues among ``refs``."""
+        got, snaps, dids, mat = self._sig_rows(np.unique(np.asarray(refs, dtype=np.uint64)))
+        return {r: (s, d, mat[i]) for i, (r, s, d) in enumerate(zip(got.tolist(), snaps, dids, strict=True))}
+
+    def _sig_rows(self, refs: np.ndarray) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+        """The indexed rows of the sorted ``refs``: refs (sorted), snapshot ids, dialogue ids and
+        an (n, permutations) signature matrix."""
+        tables = []
+        if len(refs):
+            buckets = self._bucket_of(refs)
+            for b in np.unique(buckets).tolist():
+                t = self._matching("sigs", b, SIGS, refs[buckets == b].tolist())
+                if t is not None and t.num_rows:
+                    tables.append(t)
+        if not tables:
+            return np.zeros(0, dtype=np.uint64), [], [], np.zeros((0, 0), dtype=np.uint64)
+        t = pa.concat_tables(tables)
+        t = t.take(pc.sort_indices(t.column("ref")))
+        mh = t.column("minhash").combine_chunks()
+        mat = mh.flatten().to_numpy().reshape(len(mh), len(mh[0]))
+        return (t.column("ref").to_numpy().astype(np.uint64), t.column("snapshot_id").to_pylist(),
+                t.column("dialogue_id").to_pylist(), mat)
 
 
 def _list_array(rows: np.ndarray) -> pa.ListArray:

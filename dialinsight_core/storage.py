@@ -77,8 +77,7 @@ class SortedParquet:
         pf = self.pf
         if groups and len(pf.schema_arrow) > 1:
             # the key column first (a fraction of the bytes), then whole rows of the groups that hit
-            keys = pf.read_row_groups(groups, columns=[self.column]).column(0)
-            found = pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
+            found = self._member(pf.read_row_groups(groups, columns=[self.column]).column(0), value_set, want)
             group_of = np.repeat(np.array(groups), [self.rows[g] for g in groups])
             groups = np.unique(group_of[found]).tolist()
         self.row_groups_read += len(groups)
@@ -87,8 +86,17 @@ class SortedParquet:
         if self._reopen is not None:
             pf.close()
         if tbl.num_rows:
-            tbl = tbl.filter(pc.is_in(tbl.column(self.column), value_set=value_set))
+            tbl = tbl.filter(self._member(tbl.column(self.column), value_set, want))
         return tbl.cast(schema) if schema is not None else tbl
+
+    def _member(self, keys: pa.ChunkedArray, value_set: pa.Array, want: np.ndarray) -> np.ndarray:
+        """Which ``keys`` are among the sorted ``want``: a binary search for integer keys (a lookup
+        asks one set of values of every segment; ``is_in`` would hash the set again each time)."""
+        if pa.types.is_integer(self.type) and keys.null_count == 0:
+            k = keys.to_numpy()
+            pos = np.minimum(np.searchsorted(want, k), max(len(want) - 1, 0))
+            return want[pos] == k if len(want) else np.zeros(len(k), dtype=bool)
+        return pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
 
 
 class ObjectExistsError(FileExistsError):

@@ -169,3 +169,49 @@ def test_an_untiered_index_keeps_a_segment_per_add_and_no_file_open_between_look
     found = idx.lookup([hashlib.sha256(t.encode()).hexdigest() for t in texts[::7]], sigs[::7], {"run"})
     assert all(m is not None and m.exact and m.dialogue_id == f"d{i * 7}" for i, m in enumerate(found))
     assert len(idx._readers) == 18 and len(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_candidates_compared_in_chunks_decide_as_the_definition(store, monkeypatch):
+    """Formulaic dialogues share bands with many indexed ones, so the candidate pairs grow with the
+    index; compared a few at a time they give what the definition gives: exact first (smallest
+    snapshot, id), else the most similar dialogue sharing a band, at or above the threshold, in an
+    allowed snapshot (ties by snapshot, then id)."""
+    rng = random.Random(11)
+    base = docs(4, 12)
+    # variants of four templates: most pairs share some band, many reach the threshold
+    def variant(i: int) -> str:
+        words = base[i % 4].split()
+        for _ in range(rng.randrange(4)):
+            words[rng.randrange(len(words))] = rng.choice(WORDS) + str(rng.randrange(100))
+        return " ".join(words)
+
+    texts = [variant(i) for i in range(240)]
+    sigs = _sigs(texts)
+    hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    snaps = ["2026-11-01/run_a", "2026-11-02/run_b", "2026-11-03/run_c"]
+    idx = DedupIndex(store, threshold=0.8, buckets=16)
+    for k, snap in enumerate(snaps):
+        lo, hi = k * 60, k * 60 + 60
+        idx.add(snap, [f"d{i:03d}" for i in range(lo, hi)], hashes[lo:hi], sigs[lo:hi])
+    queries = [*range(150, 240), 3, 70, 125]  # new ones, and exact copies of indexed ones
+    q_hashes, q_sigs = [hashes[i] for i in queries], sigs[queries]
+    allowed = {snaps[0], snaps[2]}
+
+    keys = band_keys(sigs)
+    def definition(q: int) -> tuple[str, str, float, bool] | None:
+        indexed = [(snaps[i // 60], f"d{i:03d}", i) for i in range(180) if snaps[i // 60] in allowed]
+        same = sorted((s, d) for s, d, i in indexed if hashes[i] == hashes[q])
+        if same:
+            return (*same[0], 1.0, True)
+        near = sorted((-float((sigs[i] == sigs[q]).mean()), s, d) for s, d, i in indexed
+                      if (keys[i] == keys[q]).any() and (sigs[i] == sigs[q]).mean() >= 0.8)
+        return (near[0][1], near[0][2], -near[0][0], False) if near else None
+
+    want = [definition(q) for q in queries]
+    whole = idx.lookup(q_hashes, q_sigs, allowed)
+    monkeypatch.setattr(DedupIndex, "PAIR_CHUNK", 5)
+    chunked = DedupIndex(store, threshold=0.8, buckets=16).lookup(q_hashes, q_sigs, allowed)
+    as_tuples = [[(m.snapshot_id, m.dialogue_id, m.similarity, m.exact) if m else None for m in got]
+                 for got in (whole, chunked)]
+    assert as_tuples[0] == want and as_tuples[1] == want
+    assert sum(w is not None and not w[3] for w in want) >= 30 and sum(w is not None and w[3] for w in want) >= 2

@@ -40,6 +40,8 @@ def _matching(store):
     # 1 and 3 fall in the first group's range but are not in it: its key column is read, its rows never
     assert reader.read([1, 3]).num_rows == 0
     assert (reader.row_groups_read, reader.row_groups_skipped) == (3, 37)
+    # integer keys are matched by binary search: past the last key, and at the top of uint64
+    assert reader.read([19_998, 19_999, 2**64 - 1]).column("k").to_pylist() == [19_998]
     with pytest.raises(FileNotFoundError):
         store.sorted_reader("t/missing.parquet", "k")
 

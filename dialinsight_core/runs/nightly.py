@@ -11,6 +11,7 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import tempfile
@@ -18,7 +19,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -84,6 +84,7 @@ __all__ = [
 
 # dialogue rows build_prompts reads ahead at a time (``dialogue_parts``): a part's dialogues, not the run's
 DIALOGUE_BATCH_ROWS = 8192
+SHARD_ROW_GROUP_ROWS = 4096  # rows per row group of a stored prompt or turns shard
 
 # what a person should check first, per failure reason of a label request
 _FAILURE_HINTS = {
@@ -150,17 +151,19 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     # the shard count is fixed before the prompts exist: at most one shard per possible prompt
     n_buckets = max(1, min(settings.labeling.shards, n_dialogues * settings.prompts.instructions_per_dialogue))
     prompts_key = ctx.key("prompts/prompts.parquet")
-    spooled: dict[tuple[str, int], pq.ParquetWriter] = {}
+    # each part's rows of a shard go to a small file of their own, closed at once: a Parquet writer
+    # kept open per shard holds every row group's metadata until it closes (16 KiB a row group,
+    # shards x parts of them: most of a 1M-dialogue build's memory); the shard's files are joined
+    # at the end, one shard at a time
+    spooled: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
     rows: Counter[int] = Counter()
     with tempfile.TemporaryDirectory(prefix="dialinsight-shards-") as tmp:
-        with ExitStack() as stack:
-            run_writer = stack.enter_context(store.table_writer(prompts_key, schemas.PROMPTS))
+        with store.table_writer(prompts_key, schemas.PROMPTS) as run_writer:
 
             def spool(kind: str, bucket: int, tbl: pa.Table) -> None:
-                if (kind, bucket) not in spooled:
-                    spooled[kind, bucket] = stack.enter_context(
-                        pq.ParquetWriter(f"{tmp}/{kind}-{bucket:05d}.parquet", tbl.schema, compression="zstd"))
-                spooled[kind, bucket].write_table(tbl)
+                path = f"{tmp}/{kind}-{bucket:05d}-{len(spooled[kind, bucket]):06d}.parquet"
+                pq.write_table(tbl, path, compression="zstd")
+                spooled[kind, bucket].append(path)
 
             turn_batches = store.iter_batches(k["turns"], settings.prompts.batch_turns, schemas.TURNS)
             dialogue_batches = store.iter_batches(k["dialogues"], DIALOGUE_BATCH_ROWS, schemas.DIALOGUES)
@@ -182,8 +185,9 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
         shards: list[ShardRef] = []
         for i, b in enumerate(sorted(rows)):
             key, turns_key = ctx.key(f"prompts/shards/shard-{i:05d}.parquet"), ctx.key(f"prompts/shards/turns-{i:05d}.parquet")
-            store.put_file(key, Path(f"{tmp}/prompts-{b:05d}.parquet"))
-            store.put_file(turns_key, Path(f"{tmp}/turns-{b:05d}.parquet"))
+            for kind, schema, to in (("prompts", schemas.PROMPTS, key), ("turns", schemas.TURNS, turns_key)):
+                with store.table_writer(to, schema) as writer:
+                    _join_spooled(spooled.pop((kind, b)), writer)
             shards.append({"shard": i, "key": key, "n": rows[b], "turns_key": turns_key})
     if not shards:  # nothing to label: one empty shard, as before
         key, turns_key = ctx.key("prompts/shards/shard-00000.parquet"), ctx.key("prompts/shards/turns-00000.parquet")
@@ -194,6 +198,20 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     keys = {"prompts": prompts_key, **ctx.write_stage("prompts", {"quarantined": builder.quarantined(),
                                                                   "instructions": library}, stats)}
     return {"keys": cast(PromptKeys, keys), "stats": stats, "shards": shards}
+
+
+def _join_spooled(paths: list[str], writer: pq.ParquetWriter, rows: int = SHARD_ROW_GROUP_ROWS) -> None:
+    """A shard's part files, in order, into one table of row groups of about ``rows`` rows (each
+    part file deleted once read)."""
+    held: list[pa.Table] = []
+    for path in paths:
+        held.append(pq.read_table(path))
+        os.unlink(path)
+        if sum(t.num_rows for t in held) >= rows:
+            writer.write_table(pa.concat_tables(held))
+            held = []
+    if held:
+        writer.write_table(pa.concat_tables(held))
 
 
 def outcomes_key(ctx: RunContext) -> str:

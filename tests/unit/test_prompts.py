@@ -127,6 +127,9 @@ def test_the_stage_streams_turns_and_cuts_what_whole_tables_cut(make_settings):
     for sh, want, want_turns in zip(out["shards"], cut, cut_turns, strict=True):
         got = ctx.store.read_table(sh["key"], schemas.PROMPTS)
         assert got.sort_by("prompt_id").equals(want.sort_by("prompt_id"))
+        # a shard's parts (one small file each) are joined into row groups of 4,096 rows, not one a part
+        assert ctx.store.open_parquet(sh["key"]).metadata.num_row_groups == 1
+        assert ctx.store.open_parquet(sh["turns_key"]).metadata.num_row_groups == 1
         got_turns = ctx.store.read_table(sh["turns_key"], schemas.TURNS)
         assert got_turns.sort_by([("dialogue_id", "ascending"), ("turn_idx", "ascending")]).equals(
             want_turns.sort_by([("dialogue_id", "ascending"), ("turn_idx", "ascending")]))

@@ -250,9 +250,10 @@ class DedupIndex:
             return out
         exact = self._lookup_hashes(content_hashes)
         if exact:
-            info = self._sigs(np.array([r for rs in exact.values() for r in rs], dtype=np.uint64))
+            got, snaps, dids, _ = self._sig_rows(np.unique(np.array([r for rs in exact.values() for r in rs], dtype=np.uint64)))
+            named = {r: (snap, did) for r, snap, did in zip(got.tolist(), snaps, dids, strict=True) if snap in allowed}
             for i, refs in exact.items():
-                hits = sorted((info[r][0], info[r][1]) for r in refs if r in info and info[r][0] in allowed)
+                hits = sorted(named[r] for r in refs if r in named)
                 if hits:
                     out[i] = Match(hits[0][0], hits[0][1], 1.0, True)
         cand_q, cand_ref = self._lookup_bands(band_keys(sigs, self.bands))
@@ -332,11 +333,6 @@ class DedupIndex:
         if not qs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
         return np.concatenate(qs).astype(np.int64), np.concatenate(refs).astype(np.uint64)
-
-    def _sigs(self, refs: Iterable[int] | np.ndarray) -> dict[int, tuple[str, str, np.ndarray]]:
-        """ref -> (snapshot id, dialogue id, signature) of the indexed dialogues among ``refs``."""
-        got, snaps, dids, mat = self._sig_rows(np.unique(np.asarray(refs, dtype=np.uint64)))
-        return {r: (s, d, mat[i]) for i, (r, s, d) in enumerate(zip(got.tolist(), snaps, dids, strict=True))}
 
     def _sig_rows(self, refs: np.ndarray) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
         """The indexed rows of the sorted ``refs``: refs (sorted), snapshot ids, dialogue ids and

@@ -11,7 +11,6 @@ each stage gets and what each stage reads (docs/architecture.md).
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import tempfile
@@ -151,23 +150,18 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     # the shard count is fixed before the prompts exist: at most one shard per possible prompt
     n_buckets = max(1, min(settings.labeling.shards, n_dialogues * settings.prompts.instructions_per_dialogue))
     prompts_key = ctx.key("prompts/prompts.parquet")
-    # each part's rows of a shard go to a small file of their own, closed at once: a Parquet writer
-    # kept open per shard holds every row group's metadata until it closes (16 KiB a row group,
-    # shards x parts of them: most of a 1M-dialogue build's memory); the shard's files are joined
-    # at the end, one shard at a time
-    spooled: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
+    # each part's rows go to one local Arrow IPC file per kind, sorted by shard, one record batch
+    # per shard; at the end each shard's batches are read back from every part, in order. A Parquet
+    # writer kept open per shard held every row group's metadata until it closed (16 KiB a row
+    # group, shards x parts of them: most of a 1M-dialogue build's memory), and a Parquet file per
+    # part and shard cost more to write and close than the rows themselves
+    spooled: defaultdict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
     rows: Counter[int] = Counter()
     with tempfile.TemporaryDirectory(prefix="dialinsight-shards-") as tmp:
         with store.table_writer(prompts_key, schemas.PROMPTS) as run_writer:
-
-            def spool(kind: str, bucket: int, tbl: pa.Table) -> None:
-                path = f"{tmp}/{kind}-{bucket:05d}-{len(spooled[kind, bucket]):06d}.parquet"
-                pq.write_table(tbl, path, compression="zstd")
-                spooled[kind, bucket].append(path)
-
             turn_batches = store.iter_batches(k["turns"], settings.prompts.batch_turns, schemas.TURNS)
             dialogue_batches = store.iter_batches(k["dialogues"], DIALOGUE_BATCH_ROWS, schemas.DIALOGUES)
-            for part_dialogues, part_turns in dialogue_parts(dialogue_batches, turn_batches):
+            for part, (part_dialogues, part_turns) in enumerate(dialogue_parts(dialogue_batches, turn_batches)):
                 by_dialogue: dict[str, list[dict[str, Any]]] = defaultdict(list)
                 for t in part_turns.to_pylist():
                     by_dialogue[t["dialogue_id"]].append(t)
@@ -176,11 +170,11 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
                 bucket_of = {did: shard_of(did, n_buckets) for did in prompts.column("dialogue_id").unique().to_pylist()}
                 for kind, tbl in (("prompts", prompts), ("turns", part_turns)):
                     which = np.array([bucket_of.get(did, -1) for did in tbl.column("dialogue_id").to_pylist()], dtype=np.int64)
-                    for b in np.unique(which[which >= 0]):
-                        mine = which == b
-                        spool(kind, int(b), tbl.filter(pa.array(mine)))
+                    path = f"{tmp}/{kind}-{part:06d}.arrow"
+                    for b, n, i in _spool_by_bucket(tbl, which, path):
+                        spooled[kind, b].append((path, i))
                         if kind == "prompts":
-                            rows[int(b)] += int(mine.sum())
+                            rows[b] += n
         # shards are numbered in bucket order, empty buckets dropped (as ``shard_prompts`` cuts a table)
         shards: list[ShardRef] = []
         for i, b in enumerate(sorted(rows)):
@@ -200,18 +194,40 @@ def run_build_prompts(ctx: RunContext, ingest_out: IngestOut) -> PromptsOut:
     return {"keys": cast(PromptKeys, keys), "stats": stats, "shards": shards}
 
 
-def _join_spooled(paths: list[str], writer: pq.ParquetWriter, rows: int = SHARD_ROW_GROUP_ROWS) -> None:
-    """A shard's part files, in order, into one table of row groups of about ``rows`` rows (each
-    part file deleted once read)."""
-    held: list[pa.Table] = []
-    for path in paths:
-        held.append(pq.read_table(path))
-        os.unlink(path)
-        if sum(t.num_rows for t in held) >= rows:
-            writer.write_table(pa.concat_tables(held))
-            held = []
+def _spool_by_bucket(tbl: pa.Table, which: np.ndarray, path: str) -> list[tuple[int, int, int]]:
+    """``tbl``'s rows with a bucket (``which`` >= 0) into one Arrow IPC file at ``path``, grouped
+    by bucket in bucket order, rows in their order within a bucket; returns (bucket, rows, batch
+    index) for each record batch written."""
+    order = np.argsort(which, kind="stable")
+    order = order[which[order] >= 0]
+    if not len(order):
+        return []
+    buckets, starts, counts = np.unique(which[order], return_index=True, return_counts=True)
+    ordered = tbl.take(pa.array(order)).combine_chunks()
+    out: list[tuple[int, int, int]] = []
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, tbl.schema, options=options) as w:
+        for b, s, n in zip(buckets.tolist(), starts.tolist(), counts.tolist(), strict=True):
+            for batch in ordered.slice(s, n).to_batches():  # one, the table being one chunk
+                w.write_batch(batch)
+                out.append((b, batch.num_rows, len(out)))
+    return out
+
+
+def _join_spooled(batches: list[tuple[str, int]], writer: pq.ParquetWriter, rows: int = SHARD_ROW_GROUP_ROWS) -> None:
+    """A shard's spooled record batches (file, batch index), in order, into one table of row groups
+    of about ``rows`` rows."""
+    held: list[pa.RecordBatch] = []
+    n = 0
+    for path, i in batches:
+        with pa.OSFile(path) as f:
+            held.append(pa.ipc.open_file(f).get_batch(i))
+        n += held[-1].num_rows
+        if n >= rows:
+            writer.write_table(pa.Table.from_batches(held))
+            held, n = [], 0
     if held:
-        writer.write_table(pa.concat_tables(held))
+        writer.write_table(pa.Table.from_batches(held))
 
 
 def outcomes_key(ctx: RunContext) -> str:

@@ -119,9 +119,11 @@ def main() -> None:
     med = {k: statistics.median(x[0] for x in v) for k, v in runs.items()}
     toks = {k: statistics.median(x[1] for x in v) for k, v in runs.items()}
     ptoks = {k: statistics.median(x[2] for x in v) for k, v in runs.items()}
+    import torch
     import vllm
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, vllm {vllm.__version__}, model "
+    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"  # the card is part of every figure
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {card}, vllm {vllm.__version__}, model "
           f"{Path(engine_cfg.model).name}, {n} prompts from {args.dialogues} dialogues, max_tokens {args.max_tokens}, "
           f"engine load {load_s:.1f} s (not counted), repeats {args.repeats} (median), "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GiB\n")
@@ -137,7 +139,7 @@ def main() -> None:
         print(f"| {label} | {med[k]:.2f} s | {rate:,.1f} | {tok} | {ptoks[k]:,.0f} | {med['plain'] / med[k]:.2f}x |")
     print(f"\nprefix-aware vs shuffled: {med['shuffled'] / med['stage']:.2f}x faster")
     if args.json:
-        Path(args.json).write_text(json.dumps({"n": n, "load_s": load_s, "runs": runs, "median": med}, indent=2))
+        Path(args.json).write_text(json.dumps({"n": n, "card": card, "load_s": load_s, "runs": runs, "median": med}, indent=2))
     engine.close()
 
 

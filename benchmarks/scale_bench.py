@@ -112,14 +112,16 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
         out = nightly.run_build_prompts(ctx, outs["ingest"])
         n_in, n_out = out["stats"]["dialogues_in"], out["stats"]["prompts"]
     elif stage == "label":
-        labels = []
+        labels, shard_s = [], []
         for shard in outs["build_prompts"]["shards"]:
             t0 = time.perf_counter()
             engine.prepare(ctx.store.read_table(shard["key"], schemas.PROMPTS))
-            off_clock += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            off_clock += t1 - t0
             labels.append(nightly.run_label_shard(ctx, shard, engine))
+            shard_s.append(round(time.perf_counter() - t1, 3))  # on the clock: does a later shard cost more?
         engine.answers = {}
-        out = {"labels": labels}
+        out = {"labels": labels, "shard_seconds": shard_s}
         n_in = sum(o["stats"]["prompts_in"] for o in labels)
         n_out = sum(o["stats"]["labeled"] for o in labels)
     elif stage == "score":
@@ -143,7 +145,16 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
             # the largest worker process's peak (ingest and score spawn workers for large runs)
             "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "rss_before_mib": round(rss0 / 1024, 1), "off_clock_s": round(off_clock, 3),
-            "work": str(ctx.store.url(ctx.key("")))}
+            "work": str(ctx.store.url(ctx.key(""))), **_by_quarter(out.get("shard_seconds"))}
+
+
+def _by_quarter(seconds: list[float] | None) -> dict[str, Any]:
+    """Mean on-clock seconds of a label shard in each quarter of the night, first to last."""
+    if not seconds or len(seconds) < 4:
+        return {}
+    q = len(seconds) // 4
+    parts = [seconds[i * q:(i + 1) * q if i < 3 else len(seconds)] for i in range(4)]
+    return {"shard_s_by_quarter": [round(sum(p) / len(p), 3) for p in parts]}
 
 
 def stage_files(stage: str, work: Path) -> tuple[list[Path], list[Path]]:

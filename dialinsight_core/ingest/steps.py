@@ -308,9 +308,8 @@ class Dedup(Step):
     def _run_batch(self, batch: list[Record]) -> Iterator[Record]:
         self._index_kept()
         for rec in batch:
-            key = "\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns)
-            rec.content_hash = hashlib.sha256(key.encode()).hexdigest()
-            rec.minhash = self.hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
+            if rec.minhash is None:  # not prepared in a worker
+                dedup_keys(rec, self.hasher)
         hashes, sigs = [r.content_hash for r in batch], np.stack([r.minhash for r in batch])
         self._published_match = self._run_match = {}
         if self.published is not None:
@@ -352,6 +351,14 @@ class Dedup(Step):
                                 "minhash": rec.minhash.tolist(), "snapshot_id": ""})
 
 
+def dedup_keys(rec: Record, hasher: MinHasher) -> None:
+    """What dedup compares of a validated, redacted dialogue: the hash of its normalised turns and
+    the MinHash signature of its text (computed here or, ahead, in a worker: ``prepare``)."""
+    key = "\n".join(f"{r}\t{normalise_text(t)}" for r, t, _ in rec.turns)
+    rec.content_hash = hashlib.sha256(key.encode()).hexdigest()
+    rec.minhash = hasher.signature("\n".join(f"{r}: {t}" for r, t, _ in rec.turns))
+
+
 class Classify(Step):
     """Language, scene (the source's own label, taxonomy keywords, or the default) and each turn's
     role behaviour. Never drops a record: a dialogue nothing matched gets the default scene, which
@@ -372,10 +379,11 @@ def classify_record(rec: Record, settings: Settings) -> None:
     rec.behaviours = [classify_behaviour(role, text, settings) for role, text, _ in rec.turns]
 
 
-def prepare(rec: Record, settings: Settings) -> Record:
-    """What validate, redact and classify decide about one record, computed ahead (in a worker
-    process): the steps then only replay it, in order, with their own counts and quarantine rows.
-    Classifying a dialogue that dedup then drops is wasted work, never a different result."""
+def prepare(rec: Record, settings: Settings, hasher: MinHasher | None = None) -> Record:
+    """What validate, redact and classify decide about one record, and the keys dedup compares,
+    computed ahead (in a worker process): the steps then only replay it, in order, with their own
+    counts and quarantine rows. Classifying a dialogue that dedup then drops is wasted work, never
+    a different result."""
     if isinstance(rec.raw, RawDialogue):
         try:
             rec.turns = validate(rec.raw, settings)
@@ -384,19 +392,21 @@ def prepare(rec: Record, settings: Settings) -> Record:
         else:
             redact_record(rec)
             classify_record(rec, settings)
+            # the signature is the main process's largest cost per dialogue: here it runs in a worker
+            dedup_keys(rec, MinHasher(k=settings.ingest.near_dup_shingle) if hasher is None else hasher)
     rec.prepared = True
     return rec
 
 
-_WORKER_SETTINGS: list[Settings] = []
+_WORKER: list[tuple[Settings, MinHasher]] = []
 
 
 def _init_worker(settings: Settings) -> None:
-    _WORKER_SETTINGS[:] = [settings]
+    _WORKER[:] = [(settings, MinHasher(k=settings.ingest.near_dup_shingle))]
 
 
 def _prepare_in_worker(rec: Record) -> Record:
-    return prepare(rec, _WORKER_SETTINGS[0])
+    return prepare(rec, *_WORKER[0])
 
 
 def prepared(records: Iterable[Record], settings: Settings, workers: int, after: int) -> Iterator[Record]:

@@ -478,6 +478,24 @@ def test_worker_processes_give_the_same_tables_and_quarantine(make_settings, sou
     assert two.stats == one.stats and one.stats["files_read"] > 1
 
 
+def test_dedup_keys_from_worker_processes_decide_as_one_process(make_settings, tmp_path):
+    """The content hashes and MinHash signatures computed in the workers (``prepare``) are those
+    the main process computes: the same exact and near duplicates are found, naming the same
+    earlier dialogue, and the index carries the same signatures."""
+    from benchmarks.synth_corpus import CorpusSpec, generate, source_config
+
+    generate(CorpusSpec(n=300, exact_dup_share=0.05, near_dup_share=0.1), tmp_path / "corpus")
+    sources = json.dumps([source_config("synth", tmp_path / "corpus")])
+    one = ingest(make_settings(DIALINSIGHT__SOURCES=sources, DIALINSIGHT__INGEST__WORKERS="1"))
+    two = ingest(make_settings(DIALINSIGHT__SOURCES=sources, DIALINSIGHT__INGEST__WORKERS="2",
+                               DIALINSIGHT__INGEST__PARALLEL_AFTER="1", DIALINSIGHT__INGEST__DEDUP_BATCH="64"))
+    assert {"duplicate", "near_duplicate"} <= set(one.stats["quarantined_by_reason"])
+    for name in ("turns", "dialogues", "index"):
+        assert getattr(two, name).equals(getattr(one, name)), name
+    cols = ["record_id", "reason_code", "reason_detail"]
+    assert two.quarantined.select(cols).equals(one.quarantined.select(cols))
+
+
 def test_dedup_across_batches_through_the_run_index_decides_as_one_batch(make_settings, tmp_path):
     """Dialogues kept in earlier batches are asked of a run index on disk, not held in memory: with
     batches of 50 the same records are kept and quarantined, for the same reasons and with the same

@@ -37,9 +37,12 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 1,
-                initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()) -> Iterator[R]:
+                initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+                ahead: int = 0) -> Iterator[R]:
     """``map(fn, items)`` in order, over ``workers`` processes (in this process when ``workers`` <= 1).
-    At most two chunks per worker are in flight, so memory holds a bounded window of ``items``.
+    At most two chunks per worker, or ``ahead`` items if more, are in flight, so memory holds a
+    bounded window of ``items``. Work is submitted only while the caller takes results: a caller
+    that stops to work on a batch of them leaves the workers that window to go on with.
     ``fn`` and the items must pickle; ``initializer(*initargs)`` also runs here before a fallback."""
     if workers <= 1:
         if initializer is not None:
@@ -47,20 +50,25 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: i
         yield from map(fn, items)
         return
     it = iter(items)
-    pending: deque[tuple[list[T], Future[list[R]]]] = deque()
+    in_flight = max(2 * workers, -(-ahead // chunk))  # chunks
+    pending: deque[tuple[list[T], Future[list[R]] | None]] = deque()
     ctx = multiprocessing.get_context("spawn")
     broken: BaseException | None = None
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
         try:
             while True:
-                while len(pending) < 2 * workers:
+                while len(pending) < in_flight:
                     part = list(islice(it, chunk))
                     if not part:
                         break
-                    pending.append((part, pool.submit(_run_chunk, fn, part)))
+                    # held before the submit, which raises once the pool is broken: the fallback below
+                    # computes every held part, so a part taken from ``items`` is never lost
+                    pending.append((part, None))
+                    pending[-1] = (part, pool.submit(_run_chunk, fn, part))
                 if not pending:
                     return
                 part, fut = pending[0]
+                assert fut is not None  # only the part whose submit raised has none
                 result = fut.result()
                 pending.popleft()
                 yield from result

@@ -411,7 +411,7 @@ def _prepare_in_worker(rec: Record) -> Record:
 
 def prepared(records: Iterable[Record], settings: Settings, workers: int, after: int) -> Iterator[Record]:
     """The records, in order; past the first ``after`` (a small run stays in this process) the rest
-    are ``prepare``d by ``workers`` spawned processes (chunks of 16, a bounded window in flight)."""
+    are ``prepare``d by ``workers`` spawned processes (chunks of 16, up to a dedup batch in flight)."""
     it = iter(records)
     for i, rec in enumerate(it):
         yield rec
@@ -419,7 +419,10 @@ def prepared(records: Iterable[Record], settings: Settings, workers: int, after:
             break
     else:
         return
-    yield from ordered_map(_prepare_in_worker, it, workers, chunk=16, initializer=_init_worker, initargs=(settings,))
+    # a dedup batch ahead: while this process looks a batch up in the dedup indexes (seconds, late
+    # in a large run), the workers prepare the next one instead of waiting
+    yield from ordered_map(_prepare_in_worker, it, workers, chunk=16, initializer=_init_worker, initargs=(settings,),
+                           ahead=settings.ingest.dedup_batch)
 
 
 def classify_scene_with_source(text: str, hints: list[str], source: SourceSettings,

@@ -379,7 +379,7 @@ def classify_record(rec: Record, settings: Settings) -> None:
     rec.behaviours = [classify_behaviour(role, text, settings) for role, text, _ in rec.turns]
 
 
-def prepare(rec: Record, settings: Settings, hasher: MinHasher | None = None) -> Record:
+def prepare(rec: Record, settings: Settings, hasher: MinHasher) -> Record:
     """What validate, redact and classify decide about one record, and the keys dedup compares,
     computed ahead (in a worker process): the steps then only replay it, in order, with their own
     counts and quarantine rows. Classifying a dialogue that dedup then drops is wasted work, never
@@ -393,7 +393,7 @@ def prepare(rec: Record, settings: Settings, hasher: MinHasher | None = None) ->
             redact_record(rec)
             classify_record(rec, settings)
             # the signature is the main process's largest cost per dialogue: here it runs in a worker
-            dedup_keys(rec, MinHasher(k=settings.ingest.near_dup_shingle) if hasher is None else hasher)
+            dedup_keys(rec, hasher)
     rec.prepared = True
     return rec
 

@@ -8,7 +8,8 @@ The engine is the test suite's OpenAI-compatible server in its own process (sche
 10 % repetition loops that the rules reject); the judge is off (its cost is the LLM's).
 
 It prints each task's wall time, the run's state and counts, and the peak RSS of the process that
-ran the DAG (``ru_maxrss``) and of its largest worker process (ingest and score spawn workers).
+ran the DAG (``ru_maxrss``) and of its largest worker process (``VmHWM``, read while it lives:
+ingest, score and publish spawn workers).
 
     .venv/bin/python benchmarks/nightly_bench.py --dialogues 100000
 """
@@ -56,12 +57,15 @@ def openai_server(env: dict[str, str]) -> Iterator[str]:
 
 def run_dag(logical: str) -> dict[str, Any]:
     """In the child: the nightly under dag.test(), and what each task took."""
+    from benchmarks.scale_bench import WorkerPeak
     from tests.support.dags import load_dag
 
     dag = load_dag()
+    workers = WorkerPeak()
     start = time.perf_counter()
     run = dag.test(logical_date=datetime.fromisoformat(logical))
     wall = time.perf_counter() - start
+    worker_peak = workers.stop()
     tasks = []
     for ti in sorted(run.get_task_instances(), key=lambda t: (t.start_date or datetime.max.replace(tzinfo=UTC))):
         tasks.append({"task": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
@@ -69,7 +73,7 @@ def run_dag(logical: str) -> dict[str, Any]:
                       else None})
     return {"state": str(run.state), "wall_s": round(wall, 1), "tasks": tasks,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+            "worker_peak_rss_mib": round(worker_peak)}  # VmHWM of the workers (scale_bench.WorkerPeak)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ the least any implementation must pay for the same bytes.
     .venv/bin/python benchmarks/scale_bench.py --sizes 10000 100000 [--stages ingest build_prompts]
 
 Results go to ``build/scale/results.json`` and print as a Markdown table (docs/benchmarks.md).
+A gate that blocks the run is recorded (``batch_gate_failed``); publish then refuses, as a
+nightly would, unless ``--publish-blocked`` asks to measure it on the gate's records anyway.
 """
 
 from __future__ import annotations
@@ -87,9 +89,44 @@ class StandIn:
         return _StandIn()
 
 
-def run_stage(stage: str, work: Path) -> dict[str, Any]:
+class WorkerPeak:
+    """The largest peak RSS (``VmHWM``) of this process's worker processes, read every 0.5 s while
+    they live. Not ``RUSAGE_CHILDREN``: a spawned child's ``ru_maxrss`` includes the parent's RSS
+    at the moment it forked to exec the new interpreter, so workers started late in a stage read
+    as large as their parent was then (measured: a 1 GiB parent's pool of 2 reads 1,038 MiB)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kib, self._done = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._done.wait(0.5):
+            for child in me.children(recursive=True):
+                try:
+                    status = Path(f"/proc/{child.pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+
+    def stop(self) -> float:
+        """MiB."""
+        self._done.set()
+        self._thread.join()
+        return round(self.peak_kib / 1024, 1)
+
+
+def run_stage(stage: str, work: Path, publish_blocked: bool = False) -> dict[str, Any]:
     """One stage, in this process, reading the earlier stages' outputs (``outs/<stage>.json``)."""
     from dialinsight_core.config import load_settings
+    from dialinsight_core.errors import BatchGateFailed
     from dialinsight_core.runs import nightly
 
     settings = load_settings(work / "dialinsight.yaml")
@@ -103,6 +140,7 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
         engine = StandIn(load_output_schemas(settings))
         shutil.rmtree(work / "store" / "cache", ignore_errors=True)  # every request is new: the first night's cost
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = WorkerPeak()
     start = time.perf_counter()
     off_clock = 0.0  # the stand-in's answers for each label shard, made before that shard's clock starts
     if stage == "ingest":
@@ -128,9 +166,16 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
         out = nightly.run_score(ctx, outs["ingest"], outs["build_prompts"], outs["label"]["labels"])
         n_in, n_out = out["stats"]["labels_in"], out["stats"]["scored"]
     elif stage == "gate":
-        out = nightly.run_gate(ctx, outs["score"], outs["ingest"])
+        try:
+            out = nightly.run_gate(ctx, outs["score"], outs["ingest"])
+        except BatchGateFailed as exc:  # the gate's whole work is done; the nightly stops here, the bench records it
+            out = {**(exc.written or {}), "batch_gate_failed": exc.failures}
         n_in, n_out = out["stats"]["scored_in"], out["stats"]["accepted"] + out["stats"]["rejected"]
     elif stage == "publish":
+        if outs["gate"].get("batch_gate_failed") and not publish_blocked:
+            raise SystemExit("the batch gate failed on this run, so a nightly publishes nothing: "
+                             f"{outs['gate']['batch_gate_failed']}. --publish-blocked measures publish on the gate's "
+                             "records anyway")
         out = nightly.run_publish(ctx, outs["ingest"], outs["build_prompts"], outs["label"]["labels"], outs["score"],
                                   outs["gate"])
         c = out["asset_extra"]["counts"]
@@ -138,14 +183,18 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
     else:
         raise ValueError(stage)
     wall = time.perf_counter() - start - off_clock
+    worker_peak = workers.stop()
     (work / "outs").mkdir(exist_ok=True)
     (work / "outs" / f"{stage}.json").write_text(json.dumps(out, default=str))
     return {"stage": stage, "records_in": n_in, "records_out": n_out, "wall_s": round(wall, 3),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            # the largest worker process's peak (ingest and score spawn workers for large runs)
-            "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            # the largest worker process's peak (ingest, score and publish spawn workers for large runs)
+            "worker_peak_rss_mib": worker_peak,
             "rss_before_mib": round(rss0 / 1024, 1), "off_clock_s": round(off_clock, 3),
-            "work": str(ctx.store.url(ctx.key(""))), **_by_quarter(out.get("shard_seconds"))}
+            "work": str(ctx.store.url(ctx.key(""))), **_by_quarter(out.get("shard_seconds")),
+            # a gate that blocked the run, and a publish measured on such a gate's records
+            **({"batch_gate_failed": out["batch_gate_failed"]} if "batch_gate_failed" in out else {}),
+            **({"gate_blocked": True} if stage == "publish" and outs["gate"].get("batch_gate_failed") else {})}
 
 
 def _by_quarter(seconds: list[float] | None) -> dict[str, Any]:
@@ -206,16 +255,17 @@ def floor(stage: str, work: Path) -> dict[str, Any]:
             "bytes": size}
 
 
-def child(stage: str, work: Path) -> dict[str, Any]:
+def child(stage: str, work: Path, publish_blocked: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, __file__, "--child", stage, "--work", str(work)], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
+    extra = ["--publish-blocked"] if publish_blocked else []
+    proc = subprocess.run([sys.executable, __file__, "--child", stage, "--work", str(work), *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(n: int, stages: list[str], root: Path, zh_share: float) -> list[dict[str, Any]]:
+def bench(n: int, stages: list[str], root: Path, zh_share: float, publish_blocked: bool = False) -> list[dict[str, Any]]:
     from benchmarks.synth_corpus import CorpusSpec, generate
 
     work = root / f"n{n}"
@@ -228,7 +278,7 @@ def bench(n: int, stages: list[str], root: Path, zh_share: float) -> list[dict[s
     settings_yaml(work, work / "corpus", n)
     rows = []
     for stage in stages:
-        row = {"n": n, "corpus_turns": meta["turns"], **child(stage, work)}
+        row = {"n": n, "corpus_turns": meta["turns"], **child(stage, work, publish_blocked)}
         row.update(child("floor:" + stage, work))
         row["records_per_s"] = round(row["records_in"] / row["wall_s"], 1) if row["wall_s"] else None
         row["vs_floor"] = round(row["wall_s"] / row["floor_s"], 1) if row["floor_s"] else None
@@ -282,11 +332,16 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT / "build" / "scale")
     ap.add_argument("--zh-share", type=float, default=0.5)
     ap.add_argument("--dag-parse", action="store_true", help="only time the parse of each DAG file")
+    ap.add_argument("--publish-blocked", action="store_true",
+                    help="run publish even when the batch gate failed (a nightly would stop at the gate): "
+                         "measures publish's cost on the gate's records; the row says gate_blocked")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        res = floor(a.child.split(":", 1)[1], a.work) if a.child.startswith("floor:") else run_stage(a.child, a.work)
+        stage = a.child
+        res = floor(stage.split(":", 1)[1], a.work) if stage.startswith("floor:") else \
+            run_stage(stage, a.work, a.publish_blocked)
         print(json.dumps(res))
         return
     if a.dag_parse:
@@ -294,7 +349,7 @@ def main() -> None:
         return
     rows = []
     for n in a.sizes:
-        rows += bench(n, a.stages, a.root, a.zh_share)
+        rows += bench(n, a.stages, a.root, a.zh_share, a.publish_blocked)
     a.root.mkdir(parents=True, exist_ok=True)
     (a.root / "results.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))

@@ -20,9 +20,12 @@ class DataVerdict(Exception):
 class BatchGateFailed(DataVerdict, RuntimeError):
     """The batch gate rejected the run; nothing was published."""
 
-    def __init__(self, failures: list[str], evidence: str) -> None:
+    def __init__(self, failures: list[str], evidence: str, written: dict | None = None) -> None:
         self.failures = list(failures)
         self.evidence = evidence
+        #: what the gate wrote before it stopped the run (its ``GateOut``): the accepted and rejected
+        #: records and the evidence; nothing downstream reads it in a nightly
+        self.written = written
         self.next_step = (f"open the Data Docs ({evidence}) for the failed expectations and the rejected rows' "
                           "reasons; nothing was published and snapshots/latest.json still points at the last good snapshot")
         if any(f.startswith("task_mix_") for f in self.failures):

@@ -458,7 +458,8 @@ def run_gate(ctx: RunContext, score_out: ScoreOut, ingest_out: IngestOut | None 
                       "gx": gx_prefix}
     out: GateOut = {"keys": keys, "stats": stats, "gx": summary}
     if not res.batch_success:
-        raise BatchGateFailed(res.failed_batch_expectations, ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json"))
+        raise BatchGateFailed(res.failed_batch_expectations, ctx.store.url(docs_index or f"{gx_prefix}/batch_gate.json"),
+                              written=dict(out))
     return out
 
 

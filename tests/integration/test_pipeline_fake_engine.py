@@ -149,9 +149,13 @@ def test_failing_batch_gate_publishes_nothing(make_settings, fake_openai):
     store = store_from_settings(s)
     before = store.read_bytes(LATEST_KEY)
     strict = _settings(make_settings, srv, DIALINSIGHT__INGEST__MAX_DIALOGUES="8", DIALINSIGHT__GATES__MIN_ACCEPT_RATE="0.99")
-    with pytest.raises(BatchGateFailed, match="accept_rate_below_min"):
+    with pytest.raises(BatchGateFailed, match="accept_rate_below_min") as failed:
         run_all(RunContext(strict, "2026-11-25", "manual__strict"))
     assert store.read_bytes(LATEST_KEY) == before
+    written = failed.value.written  # what the gate wrote before it stopped the run (the benchmark reads it)
+    assert written is not None and written["gx"]["batch_gate_success"] is False
+    assert written["stats"]["accepted"] + written["stats"]["rejected"] == written["stats"]["scored_in"] > 0
+    assert store.exists(written["keys"]["accepted"]) and store.exists(written["keys"]["rejected"])
     assert not store.list("snapshots/ds=2026-11-25/")
     assert store.list("work/ds=2026-11-25/run=manual__strict/gate/gx/")  # evidence kept
 

@@ -17,7 +17,6 @@ that. docs/dataset.md, docs/architecture.md ("Object-store layout").
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,14 +31,14 @@ from dialinsight_core.contracts import Baseline, ExportManifest, LatestMove, Pub
 from dialinsight_core.dedup_index import PublishedDialogues
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, ExportWriter
-from dialinsight_core.publishing.report import Previous, build_report, reject_reasons, report_columns
+from dialinsight_core.publishing.report import Previous, ReportTally, build_report, reject_reasons
 from dialinsight_core.storage import LATEST_KEY, ObjectExistsError, ObjectStore
 
 STAGE = "publish"
 
 
 # a table given part by part, each call a fresh pass: publish streams every part to its file and keeps
-# only the report's columns, so its memory follows the part size, not the snapshot's
+# only the report's tallies (and the accepted rows' ids), so its memory follows the part size, not the rows
 Parts = Callable[[], Iterable[pa.Table]]
 
 
@@ -198,17 +197,17 @@ def ids_digest(accepted: pa.Table) -> str:
 
 
 def _write_parts(store: ObjectStore, key: str, parts: Iterable[pa.Table], schema: pa.Schema,
-                 each: Callable[[pa.Table], None] | None = None) -> pa.Table:
-    """Every part to ``key`` as row groups; returns the parts' ``report_columns``."""
-    kept = []
+                 each: Callable[[pa.Table], None] | None = None, keep_ids: bool = False) -> ReportTally:
+    """Every part to ``key`` as row groups; returns what the report and the card read of them."""
+    tally = ReportTally(keep_ids)
     with store.table_writer(key, schema) as writer:
         for part in parts:
             part = part.cast(schema)
             writer.write_table(part)
             if each is not None:
                 each(part)
-            kept.append(report_columns(part))
-    return pa.concat_tables(kept) if kept else report_columns(schemas.table(schema, []))
+            tally.add(part)
+    return tally
 
 
 def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
@@ -224,11 +223,12 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
             exports.add(part)
             library.update(v for v in part.column("library_version").to_pylist() if v)
 
-        accepted = _write_parts(store, f"{snap.prefix}/data/part-00000.parquet", snap.accepted(), schemas.PUBLISHED, each)
+        accepted = _write_parts(store, f"{snap.prefix}/data/part-00000.parquet", snap.accepted(), schemas.PUBLISHED, each,
+                                keep_ids=True)
         exported = exports.close()
-    digest = ids_digest(accepted)
+    digest = ids_digest(accepted.ids)
     if digest != snap.record_ids_sha256:
-        raise AssertionError(f"publish wrote {accepted.num_rows} rows whose ids differ from the gate's accepted records")
+        raise AssertionError(f"publish wrote {accepted.rows} rows whose ids differ from the gate's accepted records")
     rejected = _write_parts(store, f"{snap.prefix}/rejected/part-00000.parquet", snap.rejected(),
                             schemas.PUBLISHED_REJECTED)
     store.write_table(f"{snap.prefix}/quarantined/part-00000.parquet", snap.quarantined.sort_by("record_id"))
@@ -300,18 +300,18 @@ def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:
     latest, manifest = found
     base = latest["manifest"].rsplit("/", 1)[0]
     cols = ["prompt_id", "task_family", "output_text", "overall_score"]
-    tables = [report_columns(schemas.table(schemas.PUBLISHED, []).select(cols))]
-    tables += [report_columns(pa.Table.from_batches([b])) for k in manifest["files"]["data"]
-               for b in store.open_parquet(f"{base}/{k}").iter_batches(batch_size=8192, columns=cols)]
-    return Previous(latest["snapshot_id"], pa.concat_tables(tables))
+    tally = ReportTally(keep_ids=True)
+    for k in manifest["files"]["data"]:
+        for b in store.open_parquet(f"{base}/{k}").iter_batches(batch_size=8192, columns=cols):
+            tally.add(pa.Table.from_batches([b]))
+    return Previous(latest["snapshot_id"], tally)
 
 
-def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, rejected: pa.Table, exported: ExportManifest,
+def dataset_card(uri: str, snap: Snapshot, accepted: ReportTally, rejected: ReportTally, exported: ExportManifest,
                  library_version: list[str]) -> str:
     """The snapshot's ``README.md``: Hugging Face front matter (configs for ``load_dataset``) + the card."""
-    langs = sorted({lang for lang in accepted.column("lang").to_pylist() if lang in LANG_NAMES}) if accepted.num_rows \
-        else []
-    meta = front_matter(languages=langs, n_rows=accepted.num_rows, license_id=snap.card_settings.license,
+    langs = sorted(lang for lang in accepted.counts["lang"] if lang in LANG_NAMES)
+    meta = front_matter(languages=langs, n_rows=accepted.rows, license_id=snap.card_settings.license,
                         pretty_name=snap.card_settings.pretty_name,
                         data_files={"default": [{"split": "train", "path": "data/*.parquet"}],
                                     "rejected": [{"split": "train", "path": "rejected/*.parquet"}]})
@@ -319,8 +319,8 @@ def dataset_card(uri: str, snap: Snapshot, accepted: pa.Table, rejected: pa.Tabl
         **snap.card, "pretty_name": snap.card_settings.pretty_name, "snapshot_id": snap.snapshot_id, "uri": uri,
         "local_path": uri.removeprefix("file://") if uri.startswith("file://") else None,
         "counts": snap.counts, "exports": exported, "library_version": library_version,
-        "by_family": dict(Counter(accepted.column("task_family").to_pylist()).most_common()),
-        "by_lang": dict(Counter(accepted.column("lang").to_pylist()).most_common()),
+        "by_family": dict(accepted.counts["task_family"].most_common()),
+        "by_lang": dict(accepted.counts["lang"].most_common()),
         "reject_reasons": reject_reasons(rejected).most_common(5),
         "limitations": [*snap.card_settings.limitations, *snap.card.get("limitations", [])],
     })

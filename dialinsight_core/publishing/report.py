@@ -16,7 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from matplotlib.figure import Figure
 
 from dialinsight_core.config import DIMENSIONS
@@ -26,24 +28,74 @@ from dialinsight_core.templating import svg as _svg
 ACCEPT, REJECT, PREVIOUS, TARGET = "#2e7d32", "#c62828", "#9e9e9e", "#1565c0"
 
 
+SCORE_COLUMNS = ("overall_score", *(f"q_{d}" for d in DIMENSIONS))
+STRATA = ("task_family", "scene", "role_focus", "lang", "template_id", "variant")
+ASK_COLUMNS = ("template_id", "variant")  # in the report's tables, not its figure (too many bars)
+HIST_BINS, SHIFT_BINS = 10, 20  # the score figure's bins per dimension; the overall shift figure's
+
+
+class ReportTally:
+    """What the report reads of a snapshot's rows (published, rejected or an earlier snapshot's),
+    added a part at a time: rows per value of each stratum column, reject reasons, score histograms,
+    the overall score's sum; with ``keep_ids`` (the accepted rows) each row's id, a 16-hex digest of
+    its answer and its overall score, for the diff against the next snapshot. So a 1M-row snapshot
+    holds its ids and a few dozen bytes a row, not its rows (docs/benchmarks.md)."""
+
+    def __init__(self, keep_ids: bool = False) -> None:
+        self.rows = 0
+        self.columns: set[str] = set()
+        self.counts: dict[str, Counter[Any]] = {c: Counter() for c in STRATA}
+        self.reasons: Counter[str] = Counter()
+        self.hist = {c: np.zeros(HIST_BINS, np.int64) for c in SCORE_COLUMNS}
+        self.shift = np.zeros(SHIFT_BINS, np.int64)  # overall_score, for the shift figure
+        self.overall_sum, self.overall_n = 0.0, 0
+        self._ids: list[pa.Table] | None = [] if keep_ids else None
+
+    def add(self, rows: pa.Table) -> None:
+        self.rows += rows.num_rows
+        self.columns.update(rows.column_names)
+        for col in STRATA:
+            if col in rows.column_names:
+                self.counts[col].update(rows.column(col).to_pylist())
+        if "reason_code" in rows.column_names:
+            self.reasons.update(code for joined in rows.column("reason_code").to_pylist()
+                                for code in (joined or "").split(",") if code)
+        for col in SCORE_COLUMNS:
+            if col in rows.column_names:
+                vals = [v for v in rows.column(col).to_pylist() if v is not None]
+                self.hist[col] += np.histogram(vals, bins=HIST_BINS, range=(0, 1))[0]
+                if col == "overall_score":
+                    self.shift += np.histogram(vals, bins=SHIFT_BINS, range=(0, 1))[0]
+                    self.overall_sum += sum(vals)
+                    self.overall_n += len(vals)
+        if self._ids is not None:
+            digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest()
+                       for t in rows.column("output_text").to_pylist()]
+            self._ids.append(pa.table({"prompt_id": rows.column("prompt_id").cast(pa.string()),
+                                       "output_digest": pa.array(digests, pa.string()),
+                                       "overall_score": rows.column("overall_score").cast(pa.float64())}))
+
+    @property
+    def ids(self) -> pa.Table:
+        """(prompt_id, output_digest, overall_score) of every row added (``keep_ids`` only)."""
+        if self._ids is None:
+            raise ValueError("this tally does not keep ids")
+        if not self._ids:
+            return pa.table({"prompt_id": pa.array([], pa.string()), "output_digest": pa.array([], pa.string()),
+                             "overall_score": pa.array([], pa.float64())})
+        self._ids = [pa.concat_tables(self._ids).combine_chunks()]
+        return self._ids[0]
+
+    def mean_overall(self) -> float | None:
+        return round(self.overall_sum / self.overall_n, 4) if self.overall_n else None
+
+
 @dataclass
 class Previous:
     """The snapshot before this one (the diff's baseline)."""
 
     snapshot_id: str
-    data: pa.Table  # its accepted rows' ``report_columns``
-
-
-ASK_COLUMNS = ("template_id", "variant")  # in the report's tables, not its figure (too many bars)
-
-
-def report_columns(rows: pa.Table) -> pa.Table:
-    """What the report reads of published (or rejected) rows: ids, strata, scores, reasons, and a
-    digest of the answer instead of its text, so a snapshot's report holds a few dozen bytes a row."""
-    keep = [c for c in ("prompt_id", "task_family", "scene", "role_focus", "lang", "template_id", "variant", "overall_score",
-                        *(f"q_{d}" for d in DIMENSIONS), "reason_code") if c in rows.column_names]
-    digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest() for t in rows.column("output_text").to_pylist()]
-    return rows.select(keep).append_column("output_digest", pa.array(digests, type=pa.string()))
+    data: ReportTally  # its accepted rows, with ids
 
 
 def _bars(ax: Any, labels: list[str], series: list[tuple[str, list[float], str]], horizontal: bool = False) -> None:
@@ -57,18 +109,16 @@ def _bars(ax: Any, labels: list[str], series: list[tuple[str, list[float], str]]
         ax.legend(fontsize=8)
 
 
-def score_figure(accepted: pa.Table, rejected: pa.Table) -> str:
+def score_figure(accepted: ReportTally, rejected: ReportTally) -> str:
     """Histogram per dimension (and overall), accepted vs rejected."""
-    cols = ["overall_score", *(f"q_{d}" for d in DIMENSIONS)]
+    cols = list(SCORE_COLUMNS)
     ncol = 4
     nrow = -(-len(cols) // ncol)
     fig = Figure(figsize=(12, 2.2 * nrow))
     for i, col in enumerate(cols):
         ax = fig.add_subplot(nrow, ncol, i + 1)
-        for tbl, color, name in ((accepted, ACCEPT, "accepted"), (rejected, REJECT, "rejected")):
-            vals = [v for v in tbl.column(col).to_pylist() if v is not None] if tbl.num_rows else []
-            if vals:
-                ax.hist(vals, bins=10, range=(0, 1), alpha=0.6, color=color, label=name)
+        for tally, color, name in ((accepted, ACCEPT, "accepted"), (rejected, REJECT, "rejected")):
+            _hist(ax, tally.hist[col], alpha=0.6, color=color, label=name)
         ax.set_title(col.removeprefix("q_"), fontsize=9)
         ax.tick_params(labelsize=7)
     fig.axes[0].legend(fontsize=7)
@@ -76,10 +126,17 @@ def score_figure(accepted: pa.Table, rejected: pa.Table) -> str:
     return _svg(fig)
 
 
-def rate_by(accepted: pa.Table, rejected: pa.Table, column: str) -> dict[str, tuple[int, int, float]]:
+def _hist(ax: Any, counts: np.ndarray, **style: Any) -> None:
+    """``ax.hist`` of values already counted into ``len(counts)`` bins over [0, 1] (each bin's centre
+    weighted by its count: the same bars as the values would draw). Nothing for no values."""
+    if counts.sum():
+        edges = np.linspace(0, 1, len(counts) + 1)
+        ax.hist((edges[:-1] + edges[1:]) / 2, bins=edges, weights=counts, **style)
+
+
+def rate_by(accepted: ReportTally, rejected: ReportTally, column: str) -> dict[str, tuple[int, int, float]]:
     """key -> (accepted, total, accept rate) over ``column``."""
-    acc = Counter(accepted.column(column).to_pylist()) if accepted.num_rows else Counter()
-    rej = Counter(rejected.column(column).to_pylist()) if rejected.num_rows else Counter()
+    acc, rej = accepted.counts[column], rejected.counts[column]
     return {k: (acc[k], acc[k] + rej[k], round(acc[k] / (acc[k] + rej[k]), 4)) for k in sorted(set(acc) | set(rej))}
 
 
@@ -120,43 +177,46 @@ def mix_figure(families: list[str], target: dict[str, float], prompts: dict[str,
     return _svg(fig)
 
 
-def shift_figure(now: list[float], before: list[float]) -> str:
+def shift_figure(now: np.ndarray, before: np.ndarray) -> str:
+    """The overall score of accepted rows, this snapshot against the previous (``SHIFT_BINS`` counts each)."""
     fig = Figure(figsize=(6, 2.8))
     ax = fig.add_subplot(1, 1, 1)
-    ax.hist(before, bins=20, range=(0, 1), alpha=0.5, color=PREVIOUS, label="previous snapshot")
-    ax.hist(now, bins=20, range=(0, 1), alpha=0.6, color=ACCEPT, label="this snapshot")
+    _hist(ax, before, alpha=0.5, color=PREVIOUS, label="previous snapshot")
+    _hist(ax, now, alpha=0.6, color=ACCEPT, label="this snapshot")
     ax.set_title("overall score of accepted rows", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _svg(fig)
 
 
-def shares(tbl: pa.Table, column: str) -> dict[str, float]:
-    n = tbl.num_rows
-    return {k: round(v / n, 4) for k, v in Counter(tbl.column(column).to_pylist()).items()} if n else {}
+def shares(tally: ReportTally, column: str) -> dict[str, float]:
+    n = tally.rows
+    return {k: round(v / n, 4) for k, v in tally.counts[column].items()} if n else {}
 
 
-def diff(accepted: pa.Table, previous: Previous) -> dict[str, Any]:
-    """New / removed / changed records (by id; changed = other answer or score) and the shifts."""
-    cols = ["prompt_id", "task_family", "output_digest", "overall_score"]
-    now = {r["prompt_id"]: r for r in accepted.select(cols).to_pylist()}
-    before = {r["prompt_id"]: r for r in previous.data.select(cols).to_pylist()}
-    common = set(now) & set(before)
-    changed = sorted(i for i in common if now[i]["output_digest"] != before[i]["output_digest"]
-                     or round(now[i]["overall_score"] or 0, 6) != round(before[i]["overall_score"] or 0, 6))
+def diff(accepted: ReportTally, previous: Previous) -> dict[str, Any]:
+    """New / removed / changed records (by id; changed = other answer or score) and the shifts.
+    Joined in Arrow: the ids of two snapshots never become Python objects."""
+    now, before = accepted.ids, previous.data.ids
+    common = now.join(before, "prompt_id", join_type="inner", right_suffix="_before")
 
-    def mean(rows: Any) -> float | None:
-        vals = [r["overall_score"] for r in rows if r["overall_score"] is not None]
-        return round(sum(vals) / len(vals), 4) if vals else None
+    def score(col: str) -> pa.ChunkedArray:
+        return pc.round(pc.fill_null(common.column(col), 0.0), 6)
 
+    differs = pc.or_(pc.not_equal(common.column("output_digest"), common.column("output_digest_before")),
+                     pc.not_equal(score("overall_score"), score("overall_score_before")))
+    changed = pc.filter(common.column("prompt_id"), differs)
+    first = changed.take(pc.sort_indices(changed)[:20])  # UTF-8 byte order: Python's order of str
     return {
         "previous": previous.snapshot_id,
-        "new": len(set(now) - set(before)), "removed": len(set(before) - set(now)), "changed": len(changed),
-        "unchanged": len(common) - len(changed), "changed_ids": changed[:20],
-        "mean_overall": {"now": mean(now.values()), "previous": mean(before.values())},
+        "new": int(pc.sum(pc.invert(pc.is_in(now.column("prompt_id"), value_set=before.column("prompt_id")))).as_py() or 0),
+        "removed": int(pc.sum(pc.invert(pc.is_in(before.column("prompt_id"),
+                                                  value_set=now.column("prompt_id")))).as_py() or 0),
+        "changed": len(changed), "unchanged": common.num_rows - len(changed),
+        "changed_ids": first.to_pylist(),
+        "mean_overall": {"now": accepted.mean_overall(), "previous": previous.data.mean_overall()},
         "mix_now": shares(accepted, "task_family"), "mix_previous": shares(previous.data, "task_family"),
-        "scores_now": [r["overall_score"] for r in now.values() if r["overall_score"] is not None],
-        "scores_previous": [r["overall_score"] for r in before.values() if r["overall_score"] is not None],
+        "scores_now": accepted.shift, "scores_previous": previous.data.shift,
     }
 
 
@@ -178,20 +238,19 @@ def strata_view(strata: dict[str, Any], top: int = 24) -> dict[str, Any]:
     return {"stages": stages, "sampler": strata.get("sampler"), "diversity": strata.get("diversity")}
 
 
-def reject_reasons(rejected: pa.Table) -> Counter[str]:
+def reject_reasons(rejected: ReportTally) -> Counter[str]:
     """Rejected rows per reason code (a row rejected by several expectations counts for each)."""
-    codes = rejected.column("reason_code").to_pylist() if rejected.num_rows else []
-    return Counter(code for joined in codes for code in (joined or "").split(",") if code)
+    return Counter(rejected.reasons)
 
 
-def build_report(*, snapshot_id: str, uri: str, accepted: pa.Table, rejected: pa.Table, counts: dict[str, Any],
+def build_report(*, snapshot_id: str, uri: str, accepted: ReportTally, rejected: ReportTally, counts: dict[str, Any],
                  families: dict[str, float], prompt_mix: dict[str, float], score_stats: dict[str, Any],
                  label_stats: list[dict[str, Any]], previous: Previous | None, summary_md: str,
                  strata: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """(the HTML page, its figures as data for the manifest). ``strata``: the mix audits of the prompt
     stage and the gate, the sampler's multipliers and the asks' diversity (docs/architecture.md, "Sampling")."""
     rates = {col: rate_by(accepted, rejected, col)
-             for col in ("task_family", "scene", "role_focus", "lang", "template_id", "variant") if col in accepted.column_names}
+             for col in STRATA if col in accepted.columns}
     reasons = reject_reasons(rejected).most_common()
     judge, audit = score_stats.get("judge", {}), score_stats.get("audit", {})
     label_tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in label_stats)

@@ -508,9 +508,11 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
                                     dialogues.filter(pc.is_in(dialogues.column("dialogue_id"), value_set=ids)),
                                     sampling, lineage, schema)
 
-    ids = files["accepted"].read(columns=["prompt_id"])
-    fingerprints = sorted({f for pf in files.values() for f in pf.read(columns=["model_fingerprint"]).column(0).to_pylist()
-                           if f}) or [model_fingerprint(settings)]  # nothing labeled: the configured model
+    ids_sha256 = publishing.ids_digest(files["accepted"].read(columns=["prompt_id"]))
+    fingerprints = sorted({f for pf in files.values()
+                           for b in pf.iter_batches(batch_size=65_536, columns=["model_fingerprint"])
+                           for f in b.column(0).unique().to_pylist() if f}) \
+        or [model_fingerprint(settings)]  # nothing labeled: the configured model
     counts = {
         "dialogues_read": ingest_out["stats"]["files_read"],
         # prompts made: labeled ones, and those that did not fit the token budget (accepted + rejected + quarantined)
@@ -545,7 +547,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
         lineage=lineage, accepted=lambda: complete("accepted"), rejected=lambda: complete("rejected"),
-        record_ids_sha256=publishing.ids_digest(ids), quarantined=quarantined,
+        record_ids_sha256=ids_sha256, quarantined=quarantined,
         index=lambda: (pa.Table.from_batches([b]) for b in store.iter_batches(ingest_out["keys"]["index"], cfg.batch_rows,
                                                                             schemas.DIALOGUE_INDEX)),
         ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,

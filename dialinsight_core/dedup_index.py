@@ -163,13 +163,12 @@ class DedupIndex:
                           reverse=True)
             while len(segs) >= 2 and segs[-2][0] < MERGE_RATIO * max(segs[-1][0], 1):
                 (_, a), (_, b) = segs.pop(), segs.pop()
-                merged = _unique_rows(pa.concat_tables([self.store.read_table(a, schema), self.store.read_table(b, schema)]),
-                                      KEYS[kind])
                 name = f"merged-{hashlib.sha256(f'{a}|{b}'.encode()).hexdigest()[:16]}.parquet"
-                self._write_segment(kind, bucket, name, merged)  # before the deletes: a lookup always finds the rows
+                # written before the deletes: a lookup always finds the rows
+                rows = merge_segments(self.store, [a, b], f"{self._folder(kind, bucket)}/{name}", kind, schema)
                 for k in (a, b):
                     self.store.delete(k)
-                segs = sorted([*segs, (merged.num_rows, f"{self._folder(kind, bucket)}/{name}")], reverse=True)
+                segs = sorted([*segs, (rows, f"{self._folder(kind, bucket)}/{name}")], reverse=True)
                 merges += 1
         except FileNotFoundError:  # a concurrent add merged the same segments: its merge holds the rows
             pass
@@ -365,6 +364,72 @@ def _segment_options(kind: str) -> dict[str, Any]:
     # hashes and MinHash values are random bits: zstd and dictionary pages only spend time on them
     # (writing signatures took 4x longer with a dictionary attempt per row group)
     return {"row_group_rows": ROW_GROUP_ROWS[kind], "compression": "none", "dictionary": False}
+
+
+def merge_segments(store: ObjectStore, keys: list[str], target: str, kind: str, schema: pa.Schema) -> int:
+    """Segments sorted by their key into one segment at ``target``, sorted by (key, ref), each
+    (key, ref) once: what ``_unique_rows`` of their concatenation is, row groups included, but
+    read a row group at a time. A merge of a night's segments held both whole (publish's peak at
+    1M: docs/benchmarks.md); now memory holds a row group of each input, the rows of one key that
+    straddle row groups, and one output row group. Returns the rows written.
+
+    Rows are emitted up to (not including) the smallest last key among the buffers of inputs
+    that have more to read: no later row of any input can sort before them. Inputs need only be
+    sorted by key (``add`` sorts bands and hashes by key alone)."""
+    key, group = KEYS[kind], ROW_GROUP_ROWS[kind]
+    streams = [iter(store.iter_batches(k, group, schema)) for k in keys]
+    bufs: list[pa.Table] = [schema.empty_table() for _ in keys]
+    more = [True] * len(keys)
+    out: list[pa.Table] = []
+    out_rows = written = 0
+    with store.table_writer(target, schema, **{k: v for k, v in _segment_options(kind).items()
+                                               if k != "row_group_rows"}) as writer:
+        def emit(rows: pa.Table, final: bool = False) -> None:
+            nonlocal out_rows, written
+            if rows.num_rows:
+                out.append(rows)
+                out_rows += rows.num_rows
+            while out_rows >= group or (final and out_rows):
+                tbl = pa.concat_tables(out).combine_chunks()
+                n = min(group, tbl.num_rows)
+                writer.write_table(tbl.slice(0, n), row_group_size=group)
+                written += n
+                out[:] = [tbl.slice(n)] if tbl.num_rows > n else []
+                out_rows = tbl.num_rows - n
+
+        def pull(i: int) -> None:
+            batch = next(streams[i], None)
+            if batch is None:
+                more[i] = False
+            else:
+                bufs[i] = pa.concat_tables([bufs[i], pa.Table.from_batches([batch])])
+
+        for i in range(len(keys)):
+            pull(i)
+        while True:
+            for i in range(len(keys)):  # an empty buffer of an input with more: read on
+                while more[i] and not bufs[i].num_rows:
+                    pull(i)
+            open_lasts = [bufs[i].column(key)[-1] for i in range(len(keys)) if more[i]]
+            if not open_lasts:  # every input read: the rest, in one sorted step
+                rest = pa.concat_tables(bufs)
+                emit(_unique_rows(rest, key) if rest.num_rows else rest, final=True)
+                break
+            bound = min(open_lasts, key=lambda s: s.as_py())
+            ready, kept = [], []
+            for buf in bufs:
+                below = pc.less(buf.column(key), bound)
+                ready.append(buf.filter(below))
+                kept.append(buf.filter(pc.invert(below)))
+            step = pa.concat_tables(ready)
+            if step.num_rows:
+                bufs = kept
+                emit(_unique_rows(step, key))
+            else:  # one key fills the buffers whose last key is the bound: read on there
+                for i in range(len(keys)):
+                    if more[i] and bufs[i].column(key)[-1] == bound:
+                        pull(i)
+    return written
 
 
 def _unique_rows(tbl: pa.Table, key: str) -> pa.Table:

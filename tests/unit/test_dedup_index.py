@@ -215,3 +215,49 @@ def test_candidates_compared_in_chunks_decide_as_the_definition(store, monkeypat
                  for got in (whole, chunked)]
     assert as_tuples[0] == want and as_tuples[1] == want
     assert sum(w is not None and not w[3] for w in want) >= 30 and sum(w is not None and w[3] for w in want) >= 2
+
+
+@pytest.mark.parametrize("kind", ["bands", "hashes", "sigs"])
+def test_a_merge_read_by_row_groups_writes_what_a_merge_in_memory_writes(store, kind, monkeypatch):
+    """Segments sorted by key alone (as ``add`` writes them), one key spanning row groups, the same
+    (key, ref) in both inputs and in one, an empty input: the streamed merge writes the rows and
+    row groups that ``_unique_rows`` of the concatenation writes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dialinsight_core import dedup_index as di
+
+    monkeypatch.setitem(di.ROW_GROUP_ROWS, kind, 7)  # many row groups from a few rows
+    schema = {"bands": di.BANDS, "hashes": di.HASHES, "sigs": di.SIGS}[kind]
+    key = di.KEYS[kind]
+    rng = random.Random(kind)
+
+    def segment(n: int, hot: int) -> pa.Table:
+        refs = [rng.randrange(60) for _ in range(n)]
+        if kind == "sigs":
+            refs = sorted(set(refs))
+            return pa.table({"ref": pa.array(refs, pa.uint64()), "snapshot_id": [f"s{r % 3}" for r in refs],
+                             "dialogue_id": [f"d{r}" for r in refs],
+                             "minhash": di._list_array(np.array([[r, r + 1] for r in refs], np.uint64).reshape(-1, 2))},
+                            schema=schema)
+        keys = [hot if i % 3 == 0 else rng.randrange(40) for i in range(n)]  # one key in a third of the rows
+        col = pa.array(keys, pa.uint64()) if kind == "bands" else pa.array([f"h{k:03d}" for k in keys], pa.string())
+        tbl = pa.table({key: col, "ref": pa.array(refs, pa.uint64())}, schema=schema)
+        return tbl.take(pa.array(np.argsort(np.array(keys), kind="stable")))  # by key only, refs unsorted
+
+    cases = [[segment(50, 5), segment(40, 5)], [segment(30, 11), segment(0, 0)], [segment(1, 3), segment(64, 3)]]
+    a = segment(45, 9)
+    cases.append([a, a])  # a snapshot indexed twice: nothing twice
+    for i, tables in enumerate(cases):
+        keys = []
+        for j, t in enumerate(tables):
+            keys.append(f"in/{i}-{j}.parquet")
+            store.write_table(keys[-1], t, **di._segment_options(kind))
+        n = di.merge_segments(store, keys, f"out/{i}.parquet", kind, schema)
+        expected = di._unique_rows(pa.concat_tables(tables), key)
+        store.write_table(f"want/{i}.parquet", expected, **di._segment_options(kind))
+        got, want = (pq.ParquetFile(store._path(f"{d}/{i}.parquet")) for d in ("out", "want"))
+        assert n == expected.num_rows == got.metadata.num_rows
+        assert got.read().equals(want.read())
+        assert [got.metadata.row_group(g).num_rows for g in range(got.num_row_groups)] == \
+            [want.metadata.row_group(g).num_rows for g in range(want.num_row_groups)]

@@ -32,7 +32,7 @@ from dialinsight_core.dedup_index import PublishedDialogues
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, ExportWriter
 from dialinsight_core.publishing.report import Previous, ReportTally, build_report, reject_reasons
-from dialinsight_core.storage import LATEST_KEY, ObjectExistsError, ObjectStore
+from dialinsight_core.storage import LATEST_KEY, ObjectExistsError, ObjectStore, parquet_batches
 
 STAGE = "publish"
 
@@ -302,7 +302,7 @@ def previous_snapshot(store: ObjectStore, snap: Snapshot) -> Previous | None:
     cols = ["prompt_id", "task_family", "output_text", "overall_score"]
     tally = ReportTally(keep_ids=True)
     for k in manifest["files"]["data"]:
-        for b in store.open_parquet(f"{base}/{k}").iter_batches(batch_size=8192, columns=cols):
+        for b in parquet_batches(store.open_parquet(f"{base}/{k}"), 8192, cols):
             tally.add(pa.Table.from_batches([b]))
     return Previous(latest["snapshot_id"], tally)
 

@@ -62,7 +62,7 @@ from dialinsight_core.publishing.exports import read_mixin
 from dialinsight_core.quality.gates import gate_parts, remove_docs
 from dialinsight_core.quality.scoring import score_parts, score_workers
 from dialinsight_core.runs.context import RunContext, code_version
-from dialinsight_core.storage import ObjectExistsError
+from dialinsight_core.storage import ObjectExistsError, parquet_batches
 
 __all__ = [
     "BatchGateFailed",
@@ -268,7 +268,7 @@ def record_outcomes(ctx: RunContext, accepted_key: str, rejected_key: str) -> tu
 
     def rows() -> Iterator[tuple[str, str, str, str, bool]]:  # a batch of rows in memory, not the run's
         for key, accepted in ((accepted_key, True), (rejected_key, False)):
-            for batch in ctx.store.open_parquet(key).iter_batches(batch_size=65_536, columns=cols):
+            for batch in parquet_batches(ctx.store.open_parquet(key), 65_536, cols):
                 yield from ((*r, accepted) for r in zip(*(batch.column(c).to_pylist() for c in cols), strict=True))
 
     strata = outcome_counts(rows())
@@ -510,7 +510,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
 
     ids_sha256 = publishing.ids_digest(files["accepted"].read(columns=["prompt_id"]))
     fingerprints = sorted({f for pf in files.values()
-                           for b in pf.iter_batches(batch_size=65_536, columns=["model_fingerprint"])
+                           for b in parquet_batches(pf, 65_536, ["model_fingerprint"])
                            for f in b.column(0).unique().to_pylist() if f}) \
         or [model_fingerprint(settings)]  # nothing labeled: the configured model
     counts = {

@@ -116,3 +116,29 @@ def test_sorted_reader_finds_its_column_after_nested_fields():
     reader = SortedParquet(pq.ParquetFile(io.BytesIO(buf.getvalue())), "k")
     assert reader.read([5, 6, 11]).column("k").to_pylist() == [5, 11]
     assert (reader.row_groups_read, reader.row_groups_skipped) == (2, 1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 7, 8, 13, 64, 1000])
+def test_parquet_batches_are_pyarrows_batches_read_a_row_group_at_a_time(tmp_path, batch_size):
+    """The same batches as ``ParquetFile.iter_batches`` (sizes across row groups, the columns
+    asked, list columns, an empty file), so every stream may use it for its bounded memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dialinsight_core.storage import parquet_batches
+
+    n = 61
+    tbl = pa.table({"id": [f"r{i}" for i in range(n)], "x": list(range(n)),
+                    "sig": [[i, i + 1, i + 2] for i in range(n)], "zh": ["看房" * (i % 3) for i in range(n)]})
+    for rows_per_group in (1, 7, 8, 100):
+        path = tmp_path / f"t{rows_per_group}.parquet"
+        pq.write_table(tbl, path, row_group_size=rows_per_group)
+        for cols in (None, ["sig", "zh"]):
+            want = list(pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols))
+            got = list(parquet_batches(pq.ParquetFile(path), batch_size, cols))
+            assert [b.num_rows for b in got] == [b.num_rows for b in want]
+            assert all(g.equals(w) for g, w in zip(got, want, strict=True))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(tbl.slice(0, 0), empty)
+    assert list(parquet_batches(pq.ParquetFile(empty), batch_size)) == \
+        list(pq.ParquetFile(empty).iter_batches(batch_size=batch_size))

@@ -55,7 +55,7 @@ class Snapshot:
     accepted: Parts  # PUBLISHED rows (examples.complete), part by part
     rejected: Parts  # PUBLISHED_REJECTED rows
     record_ids_sha256: str  # ids_digest of the rows ``accepted`` yields: a committed snapshot is recognised by it
-    quarantined: pa.Table
+    quarantined: Callable[[], pa.Table]  # QUARANTINED rows, read when written (after the passes)
     index: Parts  # DIALOGUE_INDEX rows of the dialogues this run kept
     ingest_stats: dict[str, Any]
     gx_prefix: str  # where the gate wrote this attempt's evidence; copied under gx/
@@ -231,7 +231,11 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
         raise AssertionError(f"publish wrote {accepted.rows} rows whose ids differ from the gate's accepted records")
     rejected = _write_parts(store, f"{snap.prefix}/rejected/part-00000.parquet", snap.rejected(),
                             schemas.PUBLISHED_REJECTED)
-    store.write_table(f"{snap.prefix}/quarantined/part-00000.parquet", snap.quarantined.sort_by("record_id"))
+    quarantined = snap.quarantined()
+    if quarantined.num_rows != snap.counts["quarantined"]:
+        raise AssertionError(f"quarantined/ would hold {quarantined.num_rows} rows, the counts say {snap.counts['quarantined']}")
+    store.write_table(f"{snap.prefix}/quarantined/part-00000.parquet", quarantined.sort_by("record_id"))
+    del quarantined
     with store.table_writer(f"{snap.prefix}/dialogues/index.parquet", schemas.DIALOGUE_INDEX) as writer:
         for index in snap.index():  # what later runs dedup against
             index = index.cast(schemas.DIALOGUE_INDEX)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dialinsight_core.config import ExportSettings, Settings
 from dialinsight_core.contracts import ExportManifest
@@ -126,7 +127,9 @@ class ExportWriter:
         self._stack = ExitStack()
         self._files: dict[tuple[str, str], BinaryIO] = {}
         self._counts: dict[str, dict[str, int]] = {}
-        self._dialogues: dict[str, set[str]] = {}
+        # each part's distinct dialogue ids per split, as Arrow strings: at 1M dialogues a set of
+        # Python strings held 101 MiB until publish returned (docs/benchmarks.md), these about 20 MiB
+        self._dialogues: dict[str, list[pa.Array]] = {}
         self._n_domain = 0
 
     def __enter__(self) -> ExportWriter:
@@ -145,14 +148,18 @@ class ExportWriter:
             fh.write(json.dumps(_row(fmt, ex), ensure_ascii=False).encode() + b"\n")
         counts = self._counts.setdefault(split, {"domain": 0, "mixin": 0})
         counts[ex.origin] += 1
-        if ex.dialogue_id:
-            self._dialogues.setdefault(split, set()).add(ex.dialogue_id)
 
     def add(self, published: pa.Table) -> None:
         """Export one part of the snapshot's accepted (PUBLISHED) rows."""
+        ids: dict[str, list[str]] = {}
         for ex in domain_examples(published):
-            self._write(split_of(ex.dialogue_id or "", self.cfg), ex)
+            split = split_of(ex.dialogue_id or "", self.cfg)
+            self._write(split, ex)
             self._n_domain += 1
+            if ex.dialogue_id:
+                ids.setdefault(split, []).append(ex.dialogue_id)
+        for split, found in ids.items():
+            self._dialogues.setdefault(split, []).append(pa.array(found, pa.string()).unique())
 
     def close(self) -> ExportManifest:
         mixed = select_mixin(self.mixin, self._n_domain, self.cfg, self.seed)
@@ -163,10 +170,13 @@ class ExportWriter:
             for split in sorted(self._counts):
                 files.setdefault(fmt, {})[split] = f"exports/{fmt}/{split}.jsonl"
         self._stack.close()  # stores every spooled file
+        dialogues = {split: pc.count_distinct(pa.chunked_array(self._dialogues.get(split, []), pa.string())).as_py()
+                     for split in self._counts}
+        self._dialogues = {}
         cfg = self.cfg
         return {"formats": list(cfg.formats), "files": files,
                 "counts": {split: dict(c) for split, c in sorted(self._counts.items())},
-                "dialogues": {split: len(self._dialogues.get(split, ())) for split in self._counts},
+                "dialogues": dialogues,
                 "validation_fraction": cfg.validation_fraction, "split_seed": cfg.split_seed,
                 "mixin": {"name": cfg.mixin.name, "uri": cfg.mixin.uri, "ratio": cfg.mixin.ratio, "rows": len(mixed)}}
 

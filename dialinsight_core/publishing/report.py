@@ -37,7 +37,7 @@ HIST_BINS, SHIFT_BINS = 10, 20  # the score figure's bins per dimension; the ove
 class ReportTally:
     """What the report reads of a snapshot's rows (published, rejected or an earlier snapshot's),
     added a part at a time: rows per value of each stratum column, reject reasons, score histograms,
-    the overall score's sum; with ``keep_ids`` (the accepted rows) each row's id, a 16-hex digest of
+    the overall score's sum; with ``keep_ids`` (the accepted rows) each row's id, an 8-byte digest of
     its answer and its overall score, for the diff against the next snapshot. So a 1M-row snapshot
     holds its ids and a few dozen bytes a row, not its rows (docs/benchmarks.md)."""
 
@@ -69,10 +69,10 @@ class ReportTally:
                     self.overall_sum += sum(vals)
                     self.overall_n += len(vals)
         if self._ids is not None:
-            digests = [hashlib.blake2b((t or "").encode(), digest_size=8).hexdigest()
-                       for t in rows.column("output_text").to_pylist()]
+            digests = np.frombuffer(b"".join(hashlib.blake2b((t or "").encode(), digest_size=8).digest()
+                                             for t in rows.column("output_text").to_pylist()), dtype="<u8")
             self._ids.append(pa.table({"prompt_id": rows.column("prompt_id").cast(pa.string()),
-                                       "output_digest": pa.array(digests, pa.string()),
+                                       "output_digest": pa.array(digests, pa.uint64()),
                                        "overall_score": rows.column("overall_score").cast(pa.float64())}))
 
     @property
@@ -81,7 +81,7 @@ class ReportTally:
         if self._ids is None:
             raise ValueError("this tally does not keep ids")
         if not self._ids:
-            return pa.table({"prompt_id": pa.array([], pa.string()), "output_digest": pa.array([], pa.string()),
+            return pa.table({"prompt_id": pa.array([], pa.string()), "output_digest": pa.array([], pa.uint64()),
                              "overall_score": pa.array([], pa.float64())})
         self._ids = [pa.concat_tables(self._ids).combine_chunks()]
         return self._ids[0]

@@ -475,8 +475,10 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     store, settings = ctx.store, ctx.settings
     instructions = store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
     dialogues = store.open_parquet(ingest_out["keys"]["dialogues"]).read(columns=["dialogue_id", "source", "source_file"])
-    quarantined = _collect_quarantine(ctx, [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
-                                            *(o["keys"]["quarantined"] for o in label_outs)])
+    # quarantined/ is read when it is written, after the passes (31.5 MiB at 1M dialogues); counted from the footers
+    q_keys = [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
+              *(o["keys"]["quarantined"] for o in label_outs)]
+    n_quarantined = sum(store.open_parquet(k).metadata.num_rows for k in q_keys)
     lineage = {
         "snapshot_id": ctx.paths.snapshot_id,
         "gate_suite_version": settings.gates.suite_version,
@@ -519,7 +521,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
         "prompts": prompts_out["stats"]["prompts"] + prompts_out["stats"].get("quarantined_prompts", 0),
         "accepted": n_rows["accepted"],
         "rejected": n_rows["rejected"],
-        "quarantined": quarantined.num_rows,  # rows of quarantined/: dialogues and prompts, split below
+        "quarantined": n_quarantined,  # rows of quarantined/: dialogues and prompts, split below
         "quarantined_dialogues": ingest_out["stats"]["quarantined"] + prompts_out["stats"]["quarantined"],
         "quarantined_prompts": prompts_out["stats"].get("quarantined_prompts", 0)
         + sum(o["stats"]["quarantined"] for o in label_outs),
@@ -547,7 +549,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
         lineage=lineage, accepted=lambda: complete("accepted"), rejected=lambda: complete("rejected"),
-        record_ids_sha256=ids_sha256, quarantined=quarantined,
+        record_ids_sha256=ids_sha256, quarantined=lambda: _collect_quarantine(ctx, q_keys),
         index=lambda: (pa.Table.from_batches([b]) for b in store.iter_batches(ingest_out["keys"]["index"], cfg.batch_rows,
                                                                             schemas.DIALOGUE_INDEX)),
         ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,

@@ -121,6 +121,7 @@ def test_exports_hold_the_accepted_rows_split_by_dialogue_plus_the_mixin(snapsho
     prov = rows["provenance"]
     sides = {split: {p["dialogue_id"] for p in ps if p["origin"] == "domain"} for split, ps in prov.items()}
     assert sides["train"] and sides["validation"] and not sides["train"] & sides["validation"]
+    assert ex["dialogues"] == {split: len(ids) for split, ids in sides.items()}  # distinct, counted across parts
     assert sum(p["origin"] == "mixin" and p["mixin_source"] == "general" for ps in prov.values() for p in ps) == mixed
     for split, ps in prov.items():  # provenance is line by line with the other formats
         assert [r["id"] for r in rows["sharegpt"][split]] == [p["id"] for p in ps] == [r["id"] for r in rows["alpaca"][split]]

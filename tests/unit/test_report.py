@@ -67,7 +67,8 @@ def test_a_tally_in_parts_counts_what_the_whole_rows_hold(part):
     overall = [v for v in rows.column("overall_score").to_pylist() if v is not None]
     assert t.shift.tolist() == np.histogram(overall, bins=SHIFT_BINS, range=(0, 1))[0].tolist()
     assert t.mean_overall() == round(sum(overall) / len(overall), 4)
-    digests = [hashlib.blake2b((x or "").encode(), digest_size=8).hexdigest() for x in rows.column("output_text").to_pylist()]
+    digests = [int.from_bytes(hashlib.blake2b((x or "").encode(), digest_size=8).digest(), "little")
+               for x in rows.column("output_text").to_pylist()]
     assert t.ids.column("prompt_id").to_pylist() == rows.column("prompt_id").to_pylist()
     assert t.ids.column("output_digest").to_pylist() == digests
     assert shares(t, "lang") == {k: round(v / 300, 4) for k, v in Counter(rows.column("lang").to_pylist()).items()}

@@ -56,8 +56,8 @@ def test_export_writer_counts_each_split_s_distinct_dialogues_across_parts(tmp_p
 
 def test_lookup_follows_parts_in_shard_order_without_searching_every_id(tmp_path):
     """Parts in shard order (as publish reads them) are found in the shard read last and the next
-    ones; a part out of order, or one that skips more shards than ``ahead``, is found by searching
-    every id. Either way the rows are the prompts asked for."""
+    ones; a part out of order, or one past more than ``ahead`` shards in a row that hold none of it,
+    is found by searching every id. Either way the rows are the prompts asked for."""
     store = FileObjectStore(tmp_path)
     keys, all_ids = [], []
     for s in range(8):
@@ -65,7 +65,7 @@ def test_lookup_follows_parts_in_shard_order_without_searching_every_id(tmp_path
         keys.append(f"shards/shard-{s}.parquet")
         store.write_table(keys[-1], _shard(ids).cast(pa.schema([("prompt_id", pa.string()), ("messages", pa.string())])))
         all_ids += ids
-    lookup = PromptLookup(store, keys, ahead=3)
+    lookup = PromptLookup(store, keys, ahead=1)
     in_order = [all_ids[i:i + 7] for i in range(0, len(all_ids), 7)]  # parts span 2 shards, or 2, 3 (empty), 4 and 5
     for part in in_order:
         got = lookup.take(pa.array(part + part[:2]))  # repeated ids: one row each
@@ -76,7 +76,7 @@ def test_lookup_follows_parts_in_shard_order_without_searching_every_id(tmp_path
     assert lookup.take(pa.array([], pa.string())).num_rows == 0
     with pytest.raises(KeyError, match="did not write"):
         lookup.take(pa.array(["p2-0", "nope"]))
-    near = PromptLookup(store, keys, ahead=1)  # looks one shard ahead: the part over the empty shard searches
+    near = PromptLookup(store, keys, ahead=0)  # stops at a shard that holds none of the part: the empty one
     for part in in_order:
         assert sorted(near.take(pa.array(part)).column("prompt_id").to_pylist()) == sorted(part)
     assert near.searches == 1

@@ -71,6 +71,7 @@ class Snapshot:
     promote: bool = False  # move latest.json even for an override run or an older date
     retention: RetentionSettings | None = None
     dedup_buckets: int = 16  # ingest.dedup_index_buckets: the persistent dedup index's layout
+    release: Callable[[], None] | None = None  # frees what ``accepted`` and ``rejected`` held, once both are written
 
 
 def _latest(store: ObjectStore) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -231,6 +232,8 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
         raise AssertionError(f"publish wrote {accepted.rows} rows whose ids differ from the gate's accepted records")
     rejected = _write_parts(store, f"{snap.prefix}/rejected/part-00000.parquet", snap.rejected(),
                             schemas.PUBLISHED_REJECTED)
+    if snap.release is not None:
+        snap.release()
     quarantined = snap.quarantined()
     if quarantined.num_rows != snap.counts["quarantined"]:
         raise AssertionError(f"quarantined/ would hold {quarantined.num_rows} rows, the counts say {snap.counts['quarantined']}")
@@ -251,6 +254,7 @@ def publish(store: ObjectStore, snap: Snapshot) -> PublishOut:
     library_version = sorted(library)
     store.write_bytes(f"{snap.prefix}/README.md", dataset_card(store.url(snap.prefix), snap, accepted, rejected,
                                                                exported, library_version).encode())
+    accepted.drop_ids()  # the diff was their use; the dedup index, below, is publish's largest step
     manifest = {
         **snap.lineage,
         "record_ids_sha256": digest,

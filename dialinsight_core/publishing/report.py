@@ -50,6 +50,7 @@ class ReportTally:
         self.shift = np.zeros(SHIFT_BINS, np.int64)  # overall_score, for the shift figure
         self.overall_sum, self.overall_n = 0.0, 0
         self._ids: list[pa.Table] | None = [] if keep_ids else None
+        self._dropped = False
 
     def add(self, rows: pa.Table) -> None:
         self.rows += rows.num_rows
@@ -78,6 +79,8 @@ class ReportTally:
     @property
     def ids(self) -> pa.Table:
         """(prompt_id, output_digest, overall_score) of every row added (``keep_ids`` only)."""
+        if self._dropped:
+            raise ValueError("this tally's ids were dropped (drop_ids)")
         if self._ids is None:
             raise ValueError("this tally does not keep ids")
         if not self._ids:
@@ -85,6 +88,11 @@ class ReportTally:
                              "overall_score": pa.array([], pa.float64())})
         self._ids = [pa.concat_tables(self._ids).combine_chunks()]
         return self._ids[0]
+
+    def drop_ids(self) -> None:
+        """Free the kept ids (about 35 bytes a row) once the report is built; counts stay."""
+        if self._ids is not None:
+            self._ids, self._dropped = None, True
 
     def mean_overall(self) -> float | None:
         return round(self.overall_sum / self.overall_n, 4) if self.overall_n else None

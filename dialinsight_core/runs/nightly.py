@@ -474,7 +474,12 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     beside them, exports, the dataset card."""
     store, settings = ctx.store, ctx.settings
     instructions = store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
-    dialogues = store.open_parquet(ingest_out["keys"]["dialogues"]).read(columns=["dialogue_id", "source", "source_file"])
+    # what completing a part reads, a few dozen bytes a record (docs/benchmarks.md); publish releases it
+    # after both passes, before the snapshot's last steps (the dedup index is the largest)
+    held: dict[str, Any] = {
+        "dialogues": store.open_parquet(ingest_out["keys"]["dialogues"]).read(columns=["dialogue_id", "source", "source_file"]),
+        "lookup": examples.PromptLookup(store, [s["key"] for s in prompts_out["shards"]]),  # build_prompts writes >= 1 shard
+    }
     # quarantined/ is read when it is written, after the passes (31.5 MiB at 1M dialogues); counted from the footers
     q_keys = [ingest_out["keys"]["quarantined"], prompts_out["keys"]["quarantined"],
               *(o["keys"]["quarantined"] for o in label_outs)]
@@ -487,7 +492,6 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     }
     sampling = sampling_dict(settings.engine)
     cfg = settings.publishing
-    lookup = examples.PromptLookup(store, [s["key"] for s in prompts_out["shards"]])  # build_prompts writes >= 1 shard
     gated = {"accepted": gate_out["keys"]["accepted"], "rejected": gate_out["keys"]["rejected"]}
     files = {name: store.open_parquet(key) for name, key in gated.items()}
     n_rows = {name: pf.metadata.num_rows for name, pf in files.items()}
@@ -504,6 +508,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
             # from the redacted answer
             workers = (cfg.workers or available_cores()) if n_rows["rejected"] >= cfg.parallel_min_rows else 1
             parts = ordered_map(examples.redact_answers, parts, workers)
+        lookup, dialogues = held["lookup"], held["dialogues"]
         for part in parts:
             ids = part.column("dialogue_id")
             yield examples.complete(part, lookup.take(part.column("prompt_id")), instructions,
@@ -549,7 +554,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
     out = publishing.publish(store, publishing.Snapshot(
         prefix=ctx.paths.snapshot, snapshot_id=ctx.paths.snapshot_id, ds=ctx.ds, run_id=ctx.run_id, params=ctx.params,
         lineage=lineage, accepted=lambda: complete("accepted"), rejected=lambda: complete("rejected"),
-        record_ids_sha256=ids_sha256, quarantined=lambda: _collect_quarantine(ctx, q_keys),
+        record_ids_sha256=ids_sha256, quarantined=lambda: _collect_quarantine(ctx, q_keys), release=held.clear,
         index=lambda: (pa.Table.from_batches([b]) for b in store.iter_batches(ingest_out["keys"]["index"], cfg.batch_rows,
                                                                             schemas.DIALOGUE_INDEX)),
         ingest_stats=dict(ingest_out["stats"]), gx_prefix=gate_out["keys"]["gx"], counts=counts,

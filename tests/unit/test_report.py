@@ -74,6 +74,16 @@ def test_a_tally_in_parts_counts_what_the_whole_rows_hold(part):
     assert shares(t, "lang") == {k: round(v / 300, 4) for k, v in Counter(rows.column("lang").to_pylist()).items()}
 
 
+def test_dropped_ids_are_freed_and_not_read_again():
+    t = _tally(_rows(40, 5), 16, keep_ids=True)
+    counts, hist = dict(t.counts["lang"]), {c: h.copy() for c, h in t.hist.items()}
+    assert t.ids.num_rows == 40
+    t.drop_ids()
+    assert t._ids is None and t.counts["lang"] == counts and all((t.hist[c] == h).all() for c, h in hist.items())
+    with pytest.raises(ValueError, match="dropped"):
+        t.ids
+
+
 def test_rates_join_accepted_and_rejected_counts():
     acc, rej = _tally(_rows(50, 1), 8), _tally(_rows(30, 2), 8)
     rates = rate_by(acc, rej, "scene")

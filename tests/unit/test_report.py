@@ -81,7 +81,7 @@ def test_dropped_ids_are_freed_and_not_read_again():
     t.drop_ids()
     assert t._ids is None and t.counts["lang"] == counts and all((t.hist[c] == h).all() for c, h in hist.items())
     with pytest.raises(ValueError, match="dropped"):
-        t.ids
+        _ = t.ids
 
 
 def test_rates_join_accepted_and_rejected_counts():

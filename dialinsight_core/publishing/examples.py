@@ -55,19 +55,18 @@ class PromptLookup:
     """A run's prompts found by id a part at a time, without the run's prompts in memory: a shard's
     prompts are read when a part asks for one of them. Records reach publish shard by shard (score
     reads one label shard at a time, the gate keeps its order), so each shard is read about once
-    per pass; memory holds the ids of every prompt (Arrow) and the last shard read.
+    per pass; memory holds the last shard read.
 
     A part is looked for first in the shard read last and the shards after it, in order, until it is
     found or ``ahead`` shards in a row held none of it (a part of 8,192 rejected records spans about
     six shards at 1M dialogues). Finding a part's shards through every id of the run builds a hash
     table of them all (0.67 s and 75 MiB a part at 1M dialogues, 1.7M prompts: docs/benchmarks.md),
-    so that is left for parts out of order and for ids no shard holds."""
+    so that is left for parts out of order and for ids no shard holds; the run's ids (about 23 bytes
+    a prompt) are read on the first such part, not before."""
 
     def __init__(self, store: ObjectStore, shard_keys: list[str], ahead: int = 3):
         self.store, self.keys, self.ahead = store, shard_keys, ahead
-        ids = [store.open_parquet(k).read(columns=["prompt_id"]).column("prompt_id").combine_chunks() for k in shard_keys]
-        self.ids = pa.concat_arrays(ids) if ids else pa.array([], type=pa.string())
-        self.shard_of = np.repeat(np.arange(len(ids), dtype=np.int32), [len(i) for i in ids])  # 4 bytes a prompt
+        self._index: tuple[pa.Array, np.ndarray] | None = None  # every prompt id, and its shard
         self._shard: tuple[int, pa.Table] | None = None
         self.shards_read = 0
         self.searches = 0  # parts whose shards were found through every id (out of order, or unknown ids)
@@ -78,32 +77,43 @@ class PromptLookup:
             self.shards_read += 1
         return self._shard[1]
 
+    def _ids(self) -> tuple[pa.Array, np.ndarray]:
+        if self._index is None:
+            ids = [self.store.open_parquet(k).read(columns=["prompt_id"]).column("prompt_id").combine_chunks()
+                   for k in self.keys]
+            self._index = (pa.concat_arrays(ids) if ids else pa.array([], type=pa.string()),
+                           np.repeat(np.arange(len(ids), dtype=np.int32), [len(i) for i in ids]))  # 4 bytes a prompt
+        return self._index
+
     def take(self, prompt_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
         """``prompt_id`` and ``messages`` of these prompts (any order); KeyError for an unknown id."""
         left = pc.unique(prompt_ids)
-        parts: list[pa.Table] = []
         if not len(left):
             return schemas.table(schemas.PROMPTS, []).select(["prompt_id", "messages"])
+        parts: list[pa.Table] = []
         i, misses = (self._shard[0] if self._shard is not None else 0), 0
         while i < len(self.keys) and misses <= self.ahead:  # in order: this shard, then the next ones
             shard = self._read(i)
             found = shard.filter(pc.is_in(shard.column("prompt_id"), value_set=left))
-            misses = 0 if found.num_rows else misses + 1
             if found.num_rows:
+                misses = 0
                 parts.append(found)
                 left = pc.filter(left, pc.invert(pc.is_in(left, value_set=found.column("prompt_id"))))
-            if not len(left):
-                return pa.concat_tables(parts)
+                if not len(left):
+                    return pa.concat_tables(parts)
+            else:
+                misses += 1
             i += 1
         self.searches += 1
-        pos = pc.index_in(left, value_set=self.ids)
+        ids, shard_of = self._ids()
+        pos = pc.index_in(left, value_set=ids)
         if pos.null_count:
             missing = pc.filter(left, pc.is_null(pos)).to_pylist()[:5]
             raise KeyError(f"{pos.null_count} records name prompts that build_prompts did not write, e.g. {missing}")
-        for i in np.unique(self.shard_of[pos.to_numpy()]):
+        for i in np.unique(shard_of[pos.to_numpy()]):
             shard = self._read(int(i))
             parts.append(shard.filter(pc.is_in(shard.column("prompt_id"), value_set=left)))
-        return pa.concat_tables(parts) if parts else schemas.table(schemas.PROMPTS, []).select(["prompt_id", "messages"])
+        return pa.concat_tables(parts)  # not empty: every id left was found in a shard
 
 
 # the fields of a rejected row that carry the model's own words (and the evidence quoting them)

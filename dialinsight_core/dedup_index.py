@@ -20,6 +20,7 @@ estimated Jaccard similarity (vectorised), and ignores rows of snapshots that ar
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,7 @@ def band_keys(sigs: np.ndarray, bands: int = 16) -> np.ndarray:
     a candidate that the similarity check then drops."""
     n, perm = sigs.shape
     rows = perm // bands
-    v = sigs.reshape(n, bands, rows).astype(np.uint64)
+    v = sigs.reshape(n, bands, rows).astype(np.uint64, copy=False)  # no copy of a uint64 matrix
     with np.errstate(over="ignore"):
         k = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * _MIX, (n, bands)).copy()
         for r in range(rows):
@@ -451,25 +452,95 @@ def _marker(prefix: str, snapshot_id: str) -> str:
 # a snapshot's dialogues are indexed this many at a time (one segment per bucket and kind each, which
 # the tiered merges fold): memory follows this, not the night's size
 INDEX_PART_ROWS = 65536
+# rows read from a published index at a time into a part's signature matrix
+_PIECE_ROWS = 8192
+
+Part = tuple[list[str], list[str], np.ndarray]  # dialogue ids, content hashes, (n, perm) uint64 signatures
 
 
-def index_snapshot(store: ObjectStore, snapshot_id: str, index: Iterable[pa.Table] | pa.Table, buckets: int = 16,
-                   prefix: str = PREFIX) -> int:
-    """Add a committed snapshot's DIALOGUE_INDEX rows (a table, or its parts in a fixed order) to the
-    persistent index, then mark it indexed (a crash in between re-adds the same rows under the same
-    segment names)."""
+def signatures(minhash: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``minhash`` list column as an (n, perm) uint64 matrix (its values' one copy in NumPy)."""
+    n = len(minhash)
+    if not n:
+        return np.zeros((0, 128), dtype=np.uint64)
+    if isinstance(minhash, pa.ChunkedArray):
+        minhash = minhash.combine_chunks()
+    lengths = pc.list_value_length(minhash)
+    width = pc.min_max(lengths)
+    if width["min"] != width["max"] or minhash.null_count:
+        raise ValueError("dialogue index rows have MinHash signatures of unequal length (or none)")
+    return minhash.flatten().to_numpy(zero_copy_only=False).astype(np.uint64, copy=False).reshape(n, -1)
+
+
+def _table_part(part: pa.Table) -> Part:
+    return (part.column("dialogue_id").to_pylist(), part.column("content_hash").to_pylist(),
+            signatures(part.column("minhash")))
+
+
+def read_parts(store: ObjectStore, key: str) -> Iterable[Part]:
+    """A published DIALOGUE_INDEX in parts of ``INDEX_PART_ROWS`` rows (the last shorter; one empty
+    part for an empty index), read ``_PIECE_ROWS`` at a time into the part's signature matrix. The
+    parts are what slicing the whole table would give. Reading a part as an Arrow table and
+    converting it held its signatures three times over, and the next part was read before the
+    last one was freed: at 1M this step was publish's peak (docs/benchmarks.md)."""
+    total = store.open_parquet(key).metadata.num_rows
+    piece = math.gcd(INDEX_PART_ROWS, _PIECE_ROWS)  # pieces never straddle a part
+    batches = iter(store.iter_batches(key, piece))
+    done = 0
+    while True:
+        rows = min(INDEX_PART_ROWS, total - done)
+        ids: list[str] = []
+        hashes: list[str] = []
+        sigs: np.ndarray | None = None
+        filled = 0
+        while filled < rows:
+            batch = next(batches)
+            block = signatures(batch.column("minhash"))
+            if sigs is None:
+                sigs = np.empty((rows, block.shape[1]), dtype=np.uint64)
+            elif block.shape[1] != sigs.shape[1]:
+                raise ValueError(f"dialogue index {key} has MinHash signatures of unequal length")
+            sigs[filled:filled + batch.num_rows] = block
+            ids += batch.column("dialogue_id").to_pylist()
+            hashes += batch.column("content_hash").to_pylist()
+            filled += batch.num_rows
+            del batch, block
+        yield ids, hashes, sigs if sigs is not None else np.zeros((0, 128), dtype=np.uint64)
+        done += rows
+        if done >= total:
+            return
+
+
+def index_snapshot(store: ObjectStore, snapshot_id: str, index: Iterable[pa.Table] | pa.Table | Iterable[Part],
+                   buckets: int = 16, prefix: str = PREFIX) -> int:
+    """Add a committed snapshot's DIALOGUE_INDEX rows (a table, its parts in a fixed order, or
+    ``read_parts`` of it) to the persistent index, then mark it indexed (a crash in between re-adds
+    the same rows under the same segment names)."""
     parts = [index] if isinstance(index, pa.Table) else index
     dedup, n = DedupIndex(store, buckets=buckets, prefix=prefix), 0
-    for i, part in enumerate(parts):
-        if not part.num_rows and i:
-            continue
-        minhash = part.column("minhash").combine_chunks()
-        sigs = minhash.flatten().to_numpy(zero_copy_only=False).astype(np.uint64).reshape(part.num_rows, -1) \
-            if part.num_rows else np.zeros((0, 128), dtype=np.uint64)
-        n += dedup.add(snapshot_id, part.column("dialogue_id").to_pylist(), part.column("content_hash").to_pylist(),
-                       sigs, part=i)
+    i = 0
+    for part in _as_parts(parts):  # not enumerate: its reused result tuple holds the last part
+        ids, hashes, sigs = part
+        del part
+        if len(ids) or not i:
+            n += dedup.add(snapshot_id, ids, hashes, sigs, part=i)
+        del ids, hashes, sigs  # before the next part is read
+        i += 1
     store.write_json(_marker(prefix, snapshot_id), {"snapshot_id": snapshot_id, "dialogues": n})
     return n
+
+
+def _as_parts(parts: Iterable[pa.Table] | Iterable[Part]) -> Iterable[Part]:
+    """Tables or parts as parts, holding none of them while the next is read (a loop variable, or
+    ``itertools.chain``'s hold on a first item, kept a 64 MiB part alive through the run)."""
+    it, tables = iter(parts), None
+    while (part := next(it, None)) is not None:
+        if tables is None:
+            tables = isinstance(part, pa.Table)
+        out = _table_part(part) if tables else part
+        del part
+        yield out
+        del out
 
 
 def sync(store: ObjectStore, committed: list[tuple[str, str]], buckets: int = 16, prefix: str = PREFIX) -> list[str]:
@@ -483,8 +554,7 @@ def sync(store: ObjectStore, committed: list[tuple[str, str]], buckets: int = 16
             continue
         key = f"{snap_prefix}/dialogues/index.parquet"
         if store.exists(key):
-            parts = (pa.Table.from_batches([b]) for b in store.iter_batches(key, INDEX_PART_ROWS))
-            index_snapshot(store, snapshot_id, parts, buckets, prefix)
+            index_snapshot(store, snapshot_id, read_parts(store, key), buckets, prefix)
             added.append(snapshot_id)
     return added
 

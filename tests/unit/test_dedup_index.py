@@ -9,8 +9,9 @@ import random
 import numpy as np
 import pytest
 
+from dialinsight_core import dedup_index
 from dialinsight_core.dedup import LSHIndex, MinHasher
-from dialinsight_core.dedup_index import DedupIndex, band_keys, index_snapshot, sync
+from dialinsight_core.dedup_index import DedupIndex, band_keys, index_snapshot, read_parts, sync
 from dialinsight_core.schemas import DIALOGUE_INDEX, table
 from dialinsight_core.storage import open_store
 
@@ -89,6 +90,46 @@ def test_only_allowed_snapshots_and_sync_is_incremental(store):
     assert idx.lookup(["a" * 64], sig, allowed={"2026-11-02/b"})[0].snapshot_id == "2026-11-02/b"
     assert idx.lookup(["a" * 64], sig, allowed={"2026-11-03/c"}) == [None]  # e.g. the run's own date left out
     assert idx.lookup(["b" * 64], sig, allowed={"2026-11-01/a"})[0].similarity == 1.0  # near: same signature
+
+
+@pytest.mark.parametrize(("part_rows", "piece_rows", "n"), [(40, 16, 300), (64, 32, 128), (64, 32, 0)],
+                         ids=["uneven", "whole parts", "empty"])
+def test_sync_reads_a_published_index_in_parts_and_writes_what_slicing_it_writes(tmp_path, monkeypatch,
+                                                                                 part_rows, piece_rows, n):
+    """``sync`` reads a snapshot's index a piece at a time into each part's signature matrix
+    (publish's memory at 1M); the parts are the table's slices, and the segments written are byte
+    for byte those of indexing the slices."""
+    monkeypatch.setattr(dedup_index, "INDEX_PART_ROWS", part_rows)
+    monkeypatch.setattr(dedup_index, "_PIECE_ROWS", piece_rows)
+    mh = MinHasher()
+    published = table(DIALOGUE_INDEX, [
+        {"dialogue_id": f"d{i}", "content_hash": f"{i:064x}", "minhash": mh.signature(t).tolist(), "snapshot_id": "s"}
+        for i, t in enumerate(docs(n, 6))])
+    streamed, sliced = open_store(f"file://{tmp_path}/a"), open_store(f"file://{tmp_path}/b")
+    # small row groups, so that pieces cross them
+    streamed.write_table("snap/dialogues/index.parquet", published, row_group_rows=24)
+    parts = list(read_parts(streamed, "snap/dialogues/index.parquet"))
+    starts = range(0, max(n, 1), part_rows)
+    assert [len(ids) for ids, _, _ in parts] == [min(part_rows, n - i) for i in starts]
+    for (ids, hashes, sigs), i in zip(parts, starts, strict=True):
+        want = published.slice(i, part_rows)
+        assert ids == want.column("dialogue_id").to_pylist() and hashes == want.column("content_hash").to_pylist()
+        assert sigs.dtype == np.uint64 and sigs.shape == (want.num_rows, 128)
+        assert sigs.tolist() == want.column("minhash").to_pylist()
+    assert sync(streamed, [("2026-11-01/r", "snap")]) == ["2026-11-01/r"]
+    index_snapshot(sliced, "2026-11-01/r", (published.slice(i, part_rows) for i in starts))
+    files = sorted(k for k in streamed.list("dedup/") if "/indexed/" not in k)
+    assert files == sorted(k for k in sliced.list("dedup/") if "/indexed/" not in k) and files
+    assert all(streamed.read_bytes(k) == sliced.read_bytes(k) for k in files)
+    assert streamed.read_json("dedup/indexed/2026-11-01_r.json")["dialogues"] == n
+
+
+def test_unequal_signatures_are_refused(store):
+    rows = [{"dialogue_id": f"d{i}", "content_hash": f"{i:064x}", "minhash": list(range(128 - i)), "snapshot_id": ""}
+            for i in range(2)]
+    store.write_table("snap/dialogues/index.parquet", table(DIALOGUE_INDEX, rows))
+    with pytest.raises(ValueError, match="unequal length"):
+        sync(store, [("2026-11-01/r", "snap")])
 
 
 def test_lookup_reads_only_the_buckets_of_its_keys(store):

@@ -29,6 +29,7 @@ from dialinsight_core import dedup_index, schemas
 from dialinsight_core.config import CardSettings, ExportSettings, RetentionSettings
 from dialinsight_core.contracts import Baseline, ExportManifest, LatestMove, PublishOut
 from dialinsight_core.dedup_index import PublishedDialogues
+from dialinsight_core.memory import trim_heap
 from dialinsight_core.publishing.card import LANG_NAMES, front_matter, render_card
 from dialinsight_core.publishing.exports import Example, ExportWriter
 from dialinsight_core.publishing.report import Previous, ReportTally, build_report, reject_reasons
@@ -208,6 +209,7 @@ def _write_parts(store: ObjectStore, key: str, parts: Iterable[pa.Table], schema
             if each is not None:
                 each(part)
             tally.add(part)
+            trim_heap()  # a part's garbage back to the system, not kept by malloc (docs/benchmarks.md)
     return tally
 
 

@@ -62,12 +62,14 @@ class PromptLookup:
     six shards at 1M dialogues). Finding a part's shards through every id of the run builds a hash
     table of them all (0.67 s and 75 MiB a part at 1M dialogues, 1.7M prompts: docs/benchmarks.md),
     so that is left for parts out of order and for ids no shard holds; the run's ids (about 23 bytes
-    a prompt) are read on the first such part, not before."""
+    a prompt) are read on the first such part, not before. A pass that starts over in shard order
+    (publish's rejected records, after its accepted ones) calls ``rewind`` first."""
 
     def __init__(self, store: ObjectStore, shard_keys: list[str], ahead: int = 3):
         self.store, self.keys, self.ahead = store, shard_keys, ahead
         self._index: tuple[pa.Array, np.ndarray] | None = None  # every prompt id, and its shard
         self._shard: tuple[int, pa.Table] | None = None
+        self._pos = 0  # where the next part's walk starts: the shard read last
         self.shards_read = 0
         self.searches = 0  # parts whose shards were found through every id (out of order, or unknown ids)
 
@@ -75,7 +77,12 @@ class PromptLookup:
         if self._shard is None or self._shard[0] != i:
             self._shard = (i, self.store.open_parquet(self.keys[i]).read(columns=["prompt_id", "messages"]))
             self.shards_read += 1
+        self._pos = i
         return self._shard[1]
+
+    def rewind(self) -> None:
+        """The next part's walk starts at the first shard (a new pass in shard order)."""
+        self._pos = 0
 
     def _ids(self) -> tuple[pa.Array, np.ndarray]:
         if self._index is None:
@@ -91,7 +98,7 @@ class PromptLookup:
         if not len(left):
             return schemas.table(schemas.PROMPTS, []).select(["prompt_id", "messages"])
         parts: list[pa.Table] = []
-        i, misses = (self._shard[0] if self._shard is not None else 0), 0
+        i, misses = self._pos, 0
         while i < len(self.keys) and misses <= self.ahead:  # in order: this shard, then the next ones
             shard = self._read(i)
             found = shard.filter(pc.is_in(shard.column("prompt_id"), value_set=left))

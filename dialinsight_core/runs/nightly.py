@@ -509,6 +509,7 @@ def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut,
             workers = (cfg.workers or available_cores()) if n_rows["rejected"] >= cfg.parallel_min_rows else 1
             parts = ordered_map(examples.redact_answers, parts, workers)
         lookup, dialogues = held["lookup"], held["dialogues"]
+        lookup.rewind()  # each pass is in the gate's order, shard by shard from the first
         for part in parts:
             ids = part.column("dialogue_id")
             yield examples.complete(part, lookup.take(part.column("prompt_id")), instructions,

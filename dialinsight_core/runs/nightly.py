@@ -53,6 +53,7 @@ from dialinsight_core.ingest.scene_classifier import classify_scenes_llm
 from dialinsight_core.instructions import load_library, load_output_schemas
 from dialinsight_core.instructions.store import load_approved
 from dialinsight_core.llm import Engine, model_name, sampling_dict
+from dialinsight_core.memory import arrow_pool
 from dialinsight_core.notify import strip_url_credentials
 from dialinsight_core.parallel import available_cores, ordered_map
 from dialinsight_core.prompts import PromptBuilder, shard_of
@@ -471,7 +472,13 @@ def _collect_quarantine(ctx: RunContext, keys: list[str]) -> pa.Table:
 def run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
                 score_out: ScoreOut, gate_out: GateOut) -> PublishOut:
     """The snapshot of this run: complete training examples with lineage, rejected and quarantined
-    beside them, exports, the dataset card."""
+    beside them, exports, the dataset card. Arrow allocates from ``publishing.memory_pool``."""
+    with arrow_pool(ctx.settings.publishing.memory_pool):
+        return _run_publish(ctx, ingest_out, prompts_out, label_outs, score_out, gate_out)
+
+
+def _run_publish(ctx: RunContext, ingest_out: IngestOut, prompts_out: PromptsOut, label_outs: list[LabelOut],
+                 score_out: ScoreOut, gate_out: GateOut) -> PublishOut:
     store, settings = ctx.store, ctx.settings
     instructions = store.read_table(prompts_out["keys"]["instructions"], schemas.INSTRUCTIONS)
     # what completing a part reads, a few dozen bytes a record (docs/benchmarks.md); publish releases it

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "dialinsight_core"
 BOTTOM = {"config", "schemas", "storage", "contracts", "text", "templating", "llm", "pii", "dedup", "dedup_index", "errors",
-          "notify", "parallel"}
+          "notify", "parallel", "memory"}
 STAGES = {"ingest", "instructions", "prompts", "inference", "quality", "publishing", "evaluate"}
 RUN = {"runs", "__main__"}
 PROJECT = ("dialinsight_core", "dialinsight_airflow")

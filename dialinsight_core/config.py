@@ -513,7 +513,7 @@ class PublishingSettings(_Model):
     workers: int = Field(default=0, ge=0)
     parallel_min_rows: int = Field(default=5000, ge=1)
     # Arrow's memory pool for the stage: jemalloc returns freed pages that mimalloc (Arrow's default)
-    # kept mapped (1M dialogues: 886 against 1,009 MiB; docs/benchmarks.md). "default": leave Arrow's
+    # kept mapped (1M dialogues: 932 against 1,009 MiB; docs/benchmarks.md). "default": leave Arrow's
     memory_pool: Literal["jemalloc", "mimalloc", "system", "default"] = "jemalloc"
     exports: ExportSettings = ExportSettings()
     card: CardSettings = CardSettings()

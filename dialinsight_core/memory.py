@@ -8,8 +8,8 @@ every arena, not only the top. Elsewhere (no glibc) it does nothing.
 
 Arrow's own allocations go through its memory pool. Its default, mimalloc, kept freed pages of its
 arena mapped through publish's passes (its 1 GiB arena held 495-656 MiB of RSS against 280-370
-MiB of live Arrow bytes at 1M); with jemalloc the same publish peaked 123 MiB lower. ``arrow_pool``
-selects the pool for one stage.
+MiB of live Arrow bytes at 1M); on jemalloc for the stage, publish peaked at 932 MiB instead of
+1,009 (886 with the whole process on it). ``arrow_pool`` selects the pool for one stage.
 """
 
 from __future__ import annotations

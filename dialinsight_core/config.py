@@ -421,6 +421,7 @@ class GateSettings(_Model):
     # rows): a small run is not failed for the sampling noise a perfect sampler shows (0 = the tolerance alone)
     task_mix_z: float = Field(default=3.0, ge=0)
     max_judge_failure_rate: float = Field(default=0.5, ge=0, le=1)
+    judge_failure_min_rows: int = Field(default=10, ge=1)  # fewer judged records: the rate check is skipped (reported)
     collapse: CollapseSettings = CollapseSettings()
     row_count: RowCountSettings = RowCountSettings()
     suite_version: str = "2"

@@ -93,9 +93,13 @@ def batch_expectations(settings: Settings, non_null: Mapping[str, int]) -> tuple
             exps.append((f"mean_{dim}_below_min", "ExpectColumnMeanToBeBetween", {"column": col, "min_value": minimum}))
         else:
             skipped.append({"check": f"mean_{dim}", "why": "no record has this score"})
-    if non_null.get("judge_failed", 0):
+    judged = int(non_null.get("judge_failed", 0))
+    if judged >= max(g.judge_failure_min_rows, 1):
         exps.append(("judge_failure_rate_above_max", "ExpectColumnMeanToBeBetween",
                      {"column": "judge_failed", "max_value": g.max_judge_failure_rate}))
+    elif judged:  # a rate over a handful of judged records is noise (one truncated verdict of one)
+        skipped.append({"check": "judge_failure_rate",
+                        "why": f"{judged} judged records < gates.judge_failure_min_rows={g.judge_failure_min_rows}"})
     for col in g.collapse.columns:
         n = int(non_null.get(col, 0))
         if n >= g.collapse.min_rows:

@@ -109,6 +109,17 @@ def test_judge_failure_rate(make_settings):
     assert any(f.startswith("judge_failure_rate_above_max") for f in res.failed_batch_expectations)
 
 
+def test_judge_failure_rate_over_a_handful_of_judged_records_is_skipped_and_reported(make_settings):
+    """A tiny run judges one or two records: one truncated verdict is not a failure rate of 100 %."""
+    s = make_settings(DIALINSIGHT__GATES__JUDGE_FAILURE_MIN_ROWS="5")
+    rows = [_row(i, judge_status="failed:truncated" if i == 0 else ("ok" if i < 4 else None)) for i in range(10)]
+    res = _gate(rows, s)  # 4 judged, 1 failed
+    assert not any(f.startswith("judge_failure_rate_above_max") for f in res.failed_batch_expectations)
+    assert any(sk["check"] == "judge_failure_rate" and "4 judged" in sk["why"] for sk in res.stats["skipped_checks"])
+    failing = [_row(i, judge_status="failed:truncated" if i < 4 else ("ok" if i < 5 else None)) for i in range(10)]
+    assert any(f.startswith("judge_failure_rate_above_max") for f in _gate(failing, s).failed_batch_expectations)
+
+
 def test_task_mix_within_tolerance(make_settings):
     s = make_settings(DIALINSIGHT__GATES__TASK_MIX_MIN_ROWS="10", DIALINSIGHT__GATES__TASK_MIX_TOLERANCE="0.1")
     assert _gate([_row(i) for i in range(40)], s).batch_success  # 30/30/20/20 vs targets 30/25/20/25

@@ -348,10 +348,8 @@ class DedupIndex:
             return np.zeros(0, dtype=np.uint64), [], [], np.zeros((0, 0), dtype=np.uint64)
         t = pa.concat_tables(tables)
         t = t.take(pc.sort_indices(t.column("ref")))
-        mh = t.column("minhash").combine_chunks()
-        mat = mh.flatten().to_numpy().reshape(len(mh), len(mh[0]))
         return (t.column("ref").to_numpy().astype(np.uint64), t.column("snapshot_id").to_pylist(),
-                t.column("dialogue_id").to_pylist(), mat)
+                t.column("dialogue_id").to_pylist(), signatures(t.column("minhash")))
 
 
 def _list_array(rows: np.ndarray) -> pa.ListArray:
@@ -516,31 +514,19 @@ def index_snapshot(store: ObjectStore, snapshot_id: str, index: Iterable[pa.Tabl
     """Add a committed snapshot's DIALOGUE_INDEX rows (a table, its parts in a fixed order, or
     ``read_parts`` of it) to the persistent index, then mark it indexed (a crash in between re-adds
     the same rows under the same segment names)."""
-    parts = [index] if isinstance(index, pa.Table) else index
-    dedup, n = DedupIndex(store, buckets=buckets, prefix=prefix), 0
-    i = 0
-    for part in _as_parts(parts):  # not enumerate: its reused result tuple holds the last part
-        ids, hashes, sigs = part
+    parts = iter([index] if isinstance(index, pa.Table) else index)
+    dedup, n, i = DedupIndex(store, buckets=buckets, prefix=prefix), 0, 0
+    # no part is held while the next is read: not a for loop's variable, not enumerate's reused tuple
+    # (either kept a 64 MiB part alive through the read of the next)
+    while (part := next(parts, None)) is not None:
+        ids, hashes, sigs = _table_part(part) if isinstance(part, pa.Table) else part
         del part
         if len(ids) or not i:
             n += dedup.add(snapshot_id, ids, hashes, sigs, part=i)
-        del ids, hashes, sigs  # before the next part is read
+        del ids, hashes, sigs
         i += 1
     store.write_json(_marker(prefix, snapshot_id), {"snapshot_id": snapshot_id, "dialogues": n})
     return n
-
-
-def _as_parts(parts: Iterable[pa.Table] | Iterable[Part]) -> Iterable[Part]:
-    """Tables or parts as parts, holding none of them while the next is read (a loop variable, or
-    ``itertools.chain``'s hold on a first item, kept a 64 MiB part alive through the run)."""
-    it, tables = iter(parts), None
-    while (part := next(it, None)) is not None:
-        if tables is None:
-            tables = isinstance(part, pa.Table)
-        out = _table_part(part) if tables else part
-        del part
-        yield out
-        del out
 
 
 def sync(store: ObjectStore, committed: list[tuple[str, str]], buckets: int = 16, prefix: str = PREFIX) -> list[str]:

@@ -94,7 +94,7 @@ def batch_expectations(settings: Settings, non_null: Mapping[str, int]) -> tuple
         else:
             skipped.append({"check": f"mean_{dim}", "why": "no record has this score"})
     judged = int(non_null.get("judge_failed", 0))
-    if judged >= max(g.judge_failure_min_rows, 1):
+    if judged >= g.judge_failure_min_rows:
         exps.append(("judge_failure_rate_above_max", "ExpectColumnMeanToBeBetween",
                      {"column": "judge_failed", "max_value": g.max_judge_failure_rate}))
     elif judged:  # a rate over a handful of judged records is noise (one truncated verdict of one)
